@@ -1,0 +1,99 @@
+"""Importance masks for a whole data set, keyed by sample index, and their file format."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from part import __version__
+from part.cam import cam, importance_mask
+from part.errors import PartError
+
+MASK_FORMAT = "part-masks/1"
+
+
+class MaskFileError(PartError):
+    pass
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    method: str  # gradcam | xgradcam | layercam
+    rule: str  # official | quantile
+    quantile: float = 0.5
+    batch_size: int = 256
+
+    def rule_args(self) -> dict[str, float]:
+        return {"q": self.quantile} if self.rule == "quantile" else {}
+
+
+def compute_masks(model: nn.Module, images: Tensor, settings: MaskSettings) -> Tensor:
+    """bool [N, c, H, W] for uint8 images [N, C, H, W], in sample order, from `model` in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = []
+        for start in range(0, images.shape[0], settings.batch_size):
+            x = images[start:start + settings.batch_size].float().div_(255)
+            maps = cam(model, x, method=settings.method)
+            chunks.append(importance_mask(maps, tuple(x.shape[1:]), rule=settings.rule,
+                                          **settings.rule_args()))
+        return torch.cat(chunks)
+    finally:
+        model.train(was_training)
+
+
+def save_masks(path: str | Path, masks: Tensor, settings: MaskSettings, source: str) -> Path:
+    """Atomic write: a reader never sees half a file, and an old file survives a failed write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {
+        "format": MASK_FORMAT,
+        "cam": settings.method,
+        "mask_rule": settings.rule,
+        "quantile": json.dumps(settings.quantile),
+        "source_model": source,
+        "important_fraction": json.dumps(float(masks.float().mean())),
+        "part_version": __version__,
+    }
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file({"masks": masks.contiguous().cpu()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_masks(path: str | Path, expected_shape: tuple[int, ...] | None = None) -> Tensor:
+    path = Path(path)
+    if not path.is_file():
+        raise MaskFileError(f"{path}: no masks file; run `dvc repro masks` to compute it")
+    try:
+        masks = load_file(str(path))["masks"]
+    except (SafetensorError, KeyError, OSError) as error:
+        raise MaskFileError(
+            f"{path}: not a readable masks file ({error}); delete it and run `dvc repro masks`"
+        ) from None
+    if masks.dtype != torch.bool or masks.dim() != 4:
+        raise MaskFileError(f"{path}: expected a bool tensor [N,c,H,W], got {masks.dtype} "
+                            f"{list(masks.shape)}; run `dvc repro masks`")
+    if expected_shape is not None:
+        n, channels, height, width = expected_shape
+        if (masks.shape[0] != n or masks.shape[2:] != (height, width)
+                or masks.shape[1] not in (1, channels)):
+            raise MaskFileError(
+                f"{path}: masks {list(masks.shape)} do not fit the training set "
+                f"[{n}, {channels}, {height}, {width}]; rerun `dvc repro masks` after `prepare`"
+            )
+    return masks

@@ -1,0 +1,305 @@
+"""`params.yaml` -> a typed, validated, frozen config.
+
+Every problem is reported as one `ParamsError` naming the key, what was found and what is allowed,
+so that `dvc repro` stops at the first stage with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from part.errors import PartError
+
+DATASETS = ("fashion-mnist", "cifar10", "svhn", "tinyimagenet", "synthetic")
+MODELS = ("cnn_small", "resnet18", "preact_resnet18", "wrn34_10")
+METHODS = ("at", "trades", "mart")
+CAMS = ("gradcam", "xgradcam", "layercam")
+MASK_RULES = ("official", "quantile")
+LR_SCHEDULES = ("official", "piecewise")
+AUGMENTATIONS = ("auto", "none", "crop_flip")
+DEVICES = ("auto", "cpu", "cuda")
+ATTACKS = ("natural", "fgsm", "pgd20", "cw20", "mma", "autoattack")
+
+_FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
+
+
+class ParamsError(PartError):
+    """params.yaml holds a key or value this project cannot use."""
+
+
+def parse_budget(value: Any, key: str) -> float:
+    """A perturbation budget given as a float, an int or a fraction string such as "8/255"."""
+    if isinstance(value, bool):
+        raise ParamsError(f"{key}: expected a budget such as 8/255 or 0.0314, got {value!r}")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str):
+        match = _FRACTION.match(value)
+        try:
+            number = (
+                float(match.group(1)) / float(match.group(2)) if match else float(value.strip())
+            )
+        except (ValueError, ZeroDivisionError):
+            raise ParamsError(
+                f"{key}: cannot read {value!r} as a budget; write a number (0.0314) "
+                "or a fraction of two numbers (8/255)"
+            ) from None
+    else:
+        raise ParamsError(f"{key}: expected a budget such as 8/255 or 0.0314, got {value!r}")
+    if not math.isfinite(number) or not 0.0 <= number <= 1.0:
+        raise ParamsError(f"{key}: a budget is a fraction of the [0,1] pixel range; got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class DataParams:
+    root: str | None = None  # a local copy of the source data set; None searches the defaults
+    train_subset: int | None = None  # seeded, class-balanced subset of the training split
+    test_subset: int | None = None
+    download: bool = True  # try a download where the data set is missing and a network exists
+
+
+@dataclass(frozen=True)
+class MaskParams:
+    quantile: float = 0.5  # rule `quantile`: the fraction of pixels kept at eps
+    refresh_every: int = 1  # recompute masks from the current model every N epochs; 0 keeps burn-in masks
+    batch_size: int = 256
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    lr_schedule: str = "official"
+    lr_milestones: tuple[int, ...] = (60, 90)
+    lr_gamma: float = 0.1
+    step_size: float = 2 / 255
+    steps: int = 10
+    beta: float = 6.0  # TRADES / MART regulariser weight
+    augment: str = "auto"
+    monitor_subset: int = 500  # fixed test examples for the per-epoch clean / PGD accuracy
+    monitor_steps: int = 10
+
+
+@dataclass(frozen=True)
+class EvalParams:
+    attacks: tuple[str, ...] = ATTACKS
+    n: int | None = None  # test examples per attack; None is the whole test set
+    n_autoattack: int = 1000
+    eps: float | None = None  # None evaluates at the training eps
+    step_size: float | None = None  # None uses the training step, as the paper does
+    steps: int = 20
+    batch_size: int = 256
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Params:
+    dataset: str = "fashion-mnist"
+    model: str = "cnn_small"
+    method: str = "at"
+    cam: str = "gradcam"
+    mask_rule: str = "official"
+    eps: float = 0.1
+    eps_low: float = 0.0875
+    epochs: int = 10
+    burn_in_epochs: int = 3
+    seed: int = 0
+    device: str = "auto"
+    data: DataParams = field(default_factory=DataParams)
+    mask: MaskParams = field(default_factory=MaskParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    eval: EvalParams = field(default_factory=EvalParams)
+
+    @property
+    def eval_eps(self) -> float:
+        return self.eps if self.eval.eps is None else self.eval.eps
+
+    @property
+    def eval_step_size(self) -> float:
+        return self.train.step_size if self.eval.step_size is None else self.eval.step_size
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def section_hash(self, *keys: str) -> str:
+        """A short hash of the named params, for checkpoint provenance."""
+        from hashlib import sha256
+
+        chosen = {key: _lookup(self.to_dict(), key) for key in keys}
+        return sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+_BUDGET_KEYS = {"eps", "eps_low", "train.step_size", "eval.eps", "eval.step_size"}
+_CHOICES = {
+    "dataset": DATASETS,
+    "model": MODELS,
+    "method": METHODS,
+    "cam": CAMS,
+    "mask_rule": MASK_RULES,
+    "device": DEVICES,
+    "train.lr_schedule": LR_SCHEDULES,
+    "train.augment": AUGMENTATIONS,
+}
+_POSITIVE_INTS = {
+    "epochs",
+    "burn_in_epochs",
+    "mask.batch_size",
+    "train.batch_size",
+    "train.monitor_subset",
+    "eval.batch_size",
+    "eval.n_autoattack",
+    "data.train_subset",
+    "data.test_subset",
+    "eval.n",
+}
+_NON_NEGATIVE_INTS = {"seed", "mask.refresh_every", "train.steps", "train.monitor_steps",
+                      "eval.steps", "eval.seed"}
+_NON_NEGATIVE_FLOATS = {"train.lr", "train.momentum", "train.weight_decay", "train.beta",
+                        "train.lr_gamma"}
+
+
+def _convert(key: str, value: Any, annotation: str) -> Any:
+    optional = "None" in annotation
+    if value is None:
+        if optional:
+            return None
+        raise ParamsError(f"{key}: a value is required here, got null")
+    if key in _BUDGET_KEYS:
+        return parse_budget(value, key)
+    if key in _CHOICES:
+        allowed = _CHOICES[key]
+        if value not in allowed:
+            raise ParamsError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+        return value
+    if key == "eval.attacks":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ParamsError(f"eval.attacks: give a list drawn from {', '.join(ATTACKS)}")
+        items = tuple(str(item).strip() for item in items)
+        unknown = [item for item in items if item not in ATTACKS]
+        if unknown:
+            raise ParamsError(
+                f"eval.attacks: unknown {', '.join(unknown)}; allowed: {', '.join(ATTACKS)}"
+            )
+        return items
+    if key == "train.lr_milestones":
+        if not isinstance(value, (list, tuple)) or not all(
+            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value
+        ):
+            raise ParamsError(f"{key}: give a list of positive epoch numbers, got {value!r}")
+        return tuple(value)
+    if annotation.startswith("bool"):
+        if not isinstance(value, bool):
+            raise ParamsError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if annotation.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamsError(f"{key}: expected a whole number, got {value!r}")
+        if key in _POSITIVE_INTS and value <= 0:
+            raise ParamsError(f"{key}: must be a positive whole number, got {value}")
+        if key in _NON_NEGATIVE_INTS and value < 0:
+            raise ParamsError(f"{key}: must be 0 or more, got {value}")
+        return value
+    if annotation.startswith("float"):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ParamsError(f"{key}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamsError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+        if key in _NON_NEGATIVE_FLOATS and value < 0:
+            raise ParamsError(f"{key}: must be 0 or more, got {value}")
+        return value
+    if annotation.startswith("str"):
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: expected text, got {value!r}")
+        return value
+    raise AssertionError(f"no converter for {key} ({annotation})")  # a bug, not a user error
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ParamsError(f"{prefix.rstrip('.') or 'params'}: expected a mapping of keys, got {raw!r}")
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        where = prefix.rstrip(".") or "the top level"
+        raise ParamsError(
+            f"unknown key {prefix}{unknown[0]!s} in params; allowed at {where}: "
+            f"{', '.join(known)}"
+        )
+    values = {}
+    for name, value in raw.items():
+        annotation = str(known[name].type)
+        nested = _SECTIONS.get(name) if not prefix else None
+        if nested is not None:
+            values[name] = _build(nested, value or {}, f"{name}.")
+        else:
+            values[name] = _convert(prefix + name, value, annotation)
+    return cls(**values)
+
+
+_SECTIONS = {"data": DataParams, "mask": MaskParams, "train": TrainParams, "eval": EvalParams}
+
+
+def _check_relations(p: Params) -> None:
+    if p.eps_low > p.eps:
+        raise ParamsError(
+            f"eps_low ({p.eps_low:.6g}) must not exceed eps ({p.eps:.6g}): PART lowers the budget "
+            "of unimportant pixels; set eps_low <= eps"
+        )
+    if p.burn_in_epochs >= p.epochs:
+        raise ParamsError(
+            f"burn_in_epochs ({p.burn_in_epochs}) must be smaller than epochs ({p.epochs}), "
+            "the total that includes the burn-in"
+        )
+    if not 0.0 < p.mask.quantile <= 1.0:
+        raise ParamsError(f"mask.quantile must be in (0, 1], got {p.mask.quantile}")
+    if p.train.momentum >= 1.0:
+        raise ParamsError(f"train.momentum must be below 1, got {p.train.momentum}")
+    if p.train.steps == 0:
+        raise ParamsError("train.steps: adversarial training needs at least 1 PGD step")
+
+
+def params_from_dict(raw: Mapping[str, Any] | None) -> Params:
+    params = _build(Params, raw or {}, "")
+    _check_relations(params)
+    return params
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(
+            f"{path}: no such params file; copy one from configs/ "
+            "(cp configs/cifar10-resnet18.yaml params.yaml) or run from the project root"
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+    try:
+        return params_from_dict(raw)
+    except ParamsError as error:
+        raise ParamsError(f"{path}: {error}") from None

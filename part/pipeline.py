@@ -1,0 +1,112 @@
+"""What each DVC stage does, given the params; the stage scripts only parse arguments.
+
+Paths are the contract of DESIGN section 4 and of dvc.yaml.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from part.data import load_prepared, prepare_dataset
+from part.device import resolve_device
+from part.errors import PartError
+from part.masking import MaskSettings, compute_masks, load_masks, save_masks
+from part.params import Params
+from part.train import RunSpec, TrainData, monitor_subset, train_run
+from part.ui import console
+
+PREPARED_DIR = Path("data/prepared")
+TRAIN_SET = PREPARED_DIR / "train.safetensors"
+TEST_SET = PREPARED_DIR / "test.safetensors"
+BURNIN_MODEL = Path("models/burnin.safetensors")
+MASKS_FILE = Path("masks/burnin.safetensors")
+MASK_GALLERY = Path("masks/gallery.png")
+HISTORY_DIR = Path("plots/history")
+STATE_DIR = Path("runs")
+VARIANTS = ("baseline", "part")
+
+
+def model_path(variant: str) -> Path:
+    return Path("models") / f"{variant}.safetensors"
+
+
+def metrics_path(variant: str) -> Path:
+    return Path("metrics") / f"{variant}.json"
+
+
+def check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise PartError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+
+
+def mask_settings(params: Params) -> MaskSettings:
+    return MaskSettings(method=params.cam, rule=params.mask_rule, quantile=params.mask.quantile,
+                        batch_size=params.mask.batch_size)
+
+
+def run_prepare(params: Params) -> dict:
+    summary = prepare_dataset(params.dataset, PREPARED_DIR, root=params.data.root,
+                              train_subset=params.data.train_subset,
+                              test_subset=params.data.test_subset, seed=params.seed,
+                              download=params.data.download)
+    console.print(f"prepared {params.dataset}: {summary}")
+    return summary
+
+
+def load_train_data(params: Params, device) -> TrainData:
+    train = load_prepared(TRAIN_SET, device=device)
+    test = load_prepared(TEST_SET, device=device)
+    if train.meta["dataset"] != params.dataset:
+        raise PartError(
+            f"{TRAIN_SET} holds {train.meta['dataset']!r} but params.yaml asks for "
+            f"{params.dataset!r}; run `dvc repro prepare`"
+        )
+    chosen = monitor_subset(test.labels, params.train.monitor_subset, params.seed)
+    return TrainData(images=train.images, labels=train.labels,
+                     monitor_images=test.images[chosen], monitor_labels=test.labels[chosen],
+                     dataset=params.dataset, num_classes=int(train.meta["num_classes"]))
+
+
+def run_burnin(params: Params, *, show_progress: bool = True) -> list[dict]:
+    device = resolve_device(params.device)
+    data = load_train_data(params, device)
+    spec = RunSpec(name="burnin", first_epoch=1, last_epoch=params.burn_in_epochs)
+    return train_run(params, spec, data, device, out_path=BURNIN_MODEL,
+                     history_path=HISTORY_DIR / "burnin.csv", state_dir=STATE_DIR,
+                     show_progress=show_progress)
+
+
+def run_masks(params: Params) -> float:
+    from part.checkpoint import load_checkpoint
+    from part.gallery import save_mask_gallery
+
+    device = resolve_device(params.device)
+    train = load_prepared(TRAIN_SET, device=device)
+    model, _ = load_checkpoint(BURNIN_MODEL, device=device, expect={
+        "model": params.model, "in_channels": train.images.shape[1],
+        "image_size": train.images.shape[2], "num_classes": int(train.meta["num_classes"])})
+    settings = mask_settings(params)
+    masks = compute_masks(model, train.images, settings)
+    save_masks(MASKS_FILE, masks, settings, source=str(BURNIN_MODEL))
+    save_mask_gallery(MASK_GALLERY, train.images[:16].cpu(), masks[:16].cpu(),
+                      train.labels[:16].cpu(), train.meta["class_names"],
+                      title=f"{params.cam} / {params.mask_rule}")
+    fraction = float(masks.float().mean())
+    console.print(f"masks: {tuple(masks.shape)}, {fraction:.1%} of elements keep eps")
+    return fraction
+
+
+def run_train(params: Params, variant: str, *, show_progress: bool = True) -> list[dict]:
+    check_variant(variant)
+    device = resolve_device(params.device)
+    data = load_train_data(params, device)
+    masks = None
+    if variant == "part":
+        masks = load_masks(MASKS_FILE, expected_shape=tuple(data.images.shape))
+    spec = RunSpec(name=variant, first_epoch=params.burn_in_epochs + 1, last_epoch=params.epochs,
+                   init_checkpoint=BURNIN_MODEL, masks=masks,
+                   mask_settings=mask_settings(params) if variant == "part" else None,
+                   refresh_every=params.mask.refresh_every if variant == "part" else 0)
+    return train_run(params, spec, data, device, out_path=model_path(variant),
+                     history_path=HISTORY_DIR / f"{variant}.csv", state_dir=STATE_DIR,
+                     show_progress=show_progress)

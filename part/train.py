@@ -1,0 +1,360 @@
+"""The epoch loop shared by burn-in, baseline and PART training.
+
+A run continues an optimiser from a checkpoint (or starts fresh for the burn-in), trains on a
+uniform budget or on per-sample importance masks refreshed from the current model, checkpoints
+every completed epoch atomically, and resumes from that checkpoint after an interruption.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import Tensor, nn
+
+from part import __version__
+from part.attacks import pgd
+from part.checkpoint import load_checkpoint, load_extra_tensors, read_metadata, save_checkpoint
+from part.data import augment_batch, balanced_subset, default_augmentation
+from part.masking import MaskSettings, compute_masks
+from part.methods import AttackSettings, training_loss
+from part.models import build_model
+from part.params import Params, TrainParams
+from part.progress import RunningMeans
+from part.ui import console
+
+HISTORY_FIELDS = ("epoch", "run", "lr", "train_loss", "train_adv_acc", "test_natural",
+                  "test_pgd", "important_fraction", "seconds")
+
+
+@dataclass
+class TrainData:
+    images: Tensor  # uint8 [N, C, H, W] on the training device
+    labels: Tensor  # int64 [N]
+    monitor_images: Tensor  # uint8, a fixed test subset for the per-epoch clean and PGD accuracy
+    monitor_labels: Tensor
+    dataset: str
+    num_classes: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+
+@dataclass
+class RunSpec:
+    name: str  # burnin | baseline | part
+    first_epoch: int  # global epoch numbers, 1-based, inclusive
+    last_epoch: int
+    init_checkpoint: Path | None = None  # None builds a fresh model (the burn-in)
+    masks: Tensor | None = None  # None trains on the uniform budget eps
+    mask_settings: MaskSettings | None = None
+    refresh_every: int = 0
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def learning_rate(train: TrainParams, epoch: int, burn_in_epochs: int) -> float:
+    """lr for a global epoch (1-based).
+
+    `official` reproduces the paper code: its milestones are compared with the PART-epoch counter,
+    which starts after the burn-in, so no decay ever happens during the burn-in.
+    `piecewise` compares the milestones with the global epoch.
+    """
+    counter = epoch - burn_in_epochs if train.lr_schedule == "official" else epoch
+    decays = sum(counter >= milestone for milestone in train.lr_milestones)
+    return train.lr * train.lr_gamma**decays
+
+
+def augmentation_for(params: Params) -> dict[str, Any]:
+    if params.train.augment == "auto":
+        return default_augmentation(params.dataset)
+    if params.train.augment == "crop_flip":
+        return {"crop_padding": 4, "flip": True}
+    return {"crop_padding": 0, "flip": False}
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (the forward passes dominate AT); full precision on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def monitor_subset(labels: Tensor, n: int, seed: int) -> Tensor:
+    n = min(n, labels.shape[0])
+    classes = int(labels.max()) + 1
+    if n < classes:
+        return torch.arange(n, device=labels.device)
+    return balanced_subset(labels, n, seed).to(labels.device)
+
+
+@torch.no_grad()
+def _accuracy_counts(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+    return (model(images).argmax(dim=1) == labels).sum()
+
+
+def monitor_accuracy(model: nn.Module, data: TrainData, params: Params,
+                     device: torch.device) -> tuple[float, float]:
+    """Clean and PGD accuracy on the fixed monitor subset, uniform budget eps."""
+    was_training = model.training
+    model.eval()
+    natural = torch.zeros((), device=device, dtype=torch.long)
+    robust = torch.zeros((), device=device, dtype=torch.long)
+    batch = params.eval.batch_size
+    try:
+        for start in range(0, data.monitor_images.shape[0], batch):
+            x = data.monitor_images[start:start + batch].float().div_(255)
+            y = data.monitor_labels[start:start + batch]
+            with autocast_for(device):
+                natural += _accuracy_counts(model, x, y)
+                x_adv = pgd(model, x, y, params.eps, params.train.step_size,
+                            params.train.monitor_steps, random_start="uniform", loss="ce")
+                robust += _accuracy_counts(model, x_adv, y)
+    finally:
+        model.train(was_training)
+    count = max(data.monitor_images.shape[0], 1)
+    return natural.item() / count, robust.item() / count
+
+
+def _momentum_tensors(optimizer: torch.optim.SGD) -> dict[str, Tensor]:
+    buffers = {}
+    for index, param in enumerate(optimizer.param_groups[0]["params"]):
+        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            buffers[f"momentum.{index}"] = buffer.detach()
+    return buffers
+
+
+def _restore_momentum(optimizer: torch.optim.SGD, tensors: dict[str, Tensor]) -> None:
+    for index, param in enumerate(optimizer.param_groups[0]["params"]):
+        buffer = tensors.get(f"momentum.{index}")
+        if buffer is not None:
+            optimizer.state[param]["momentum_buffer"] = buffer.to(param.device).clone()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fingerprint(params: Params, spec: RunSpec, data: TrainData) -> str:
+    """What a resumable state must match: the params, the starting weights, the data."""
+    parts = {
+        "params": params.to_dict(),
+        "run": spec.name,
+        "epochs": [spec.first_epoch, spec.last_epoch],
+        "init": _file_sha256(spec.init_checkpoint) if spec.init_checkpoint else None,
+        "n_train": data.images.shape[0],
+        "image_shape": list(data.image_shape),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int) -> dict[str, Any]:
+    uses_map = spec.masks is not None
+    return {
+        "model": params.model,
+        "num_classes": data.num_classes,
+        "in_channels": data.image_shape[0],
+        "image_size": data.image_shape[1],
+        "dataset": data.dataset,
+        "method": ("part-" if uses_map else "") + params.method,
+        "eps": params.eps,
+        "eps_low": params.eps_low if uses_map else params.eps,
+        "epoch": epoch,
+        "params_hash": params.section_hash("dataset", "model", "method", "eps", "eps_low",
+                                           "cam", "mask_rule", "seed", "train", "mask"),
+        "part_version": __version__,
+        "run": spec.name,
+        **spec.extra_meta,
+    }
+
+
+def _budget(masks: Tensor | None, params: Params) -> Callable[[Tensor], float | Tensor]:
+    if masks is None:
+        return lambda index_masks: params.eps
+    return lambda index_masks: torch.where(index_masks, params.eps, params.eps_low)
+
+
+def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.device, *,
+              out_path: Path, history_path: Path, state_dir: Path,
+              show_progress: bool = True) -> list[dict[str, Any]]:
+    """Train epochs spec.first_epoch..spec.last_epoch; write the final checkpoint and history."""
+    if spec.init_checkpoint is None:
+        torch.manual_seed(params.seed)
+        model = build_model(params.model, num_classes=data.num_classes,
+                            in_channels=data.image_shape[0]).to(device)
+        init_momentum: dict[str, Tensor] = {}
+    else:
+        model, _ = load_checkpoint(spec.init_checkpoint, device=device, expect={
+            "model": params.model, "num_classes": data.num_classes,
+            "in_channels": data.image_shape[0], "image_size": data.image_shape[1]})
+        init_momentum = load_extra_tensors(spec.init_checkpoint)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=params.train.lr,
+                                momentum=params.train.momentum,
+                                weight_decay=params.train.weight_decay)
+    _restore_momentum(optimizer, init_momentum)
+
+    masks = spec.masks.to(device) if spec.masks is not None else None
+    history: list[dict[str, Any]] = []
+    first = spec.first_epoch
+    state_path = state_dir / f"{spec.name}.safetensors"
+    fingerprint = _fingerprint(params, spec, data)
+    resumed = _try_resume(state_path, fingerprint, model, optimizer, device)
+    if resumed is not None:
+        history, resumed_masks = resumed
+        first = int(history[-1]["epoch"]) + 1 if history else first
+        masks = resumed_masks.to(device) if resumed_masks is not None else masks
+        console.print(f"[cyan]{spec.name}[/]: resuming after epoch {first - 1} from {state_path}")
+
+    augmentation = augmentation_for(params)
+    attack = AttackSettings(step_size=params.train.step_size, steps=params.train.steps)
+    budget_for = _budget(masks, params)
+    n_train = data.images.shape[0]
+    batch_size = params.train.batch_size
+    n_batches = math.ceil(n_train / batch_size)
+
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]:.4f}  adv acc {task.fields[acc]:.3f}"),
+                        TimeElapsedColumn(), console=console, disable=not show_progress,
+                        transient=False)
+    with progress:
+        for epoch in range(first, spec.last_epoch + 1):
+            started = time.perf_counter()
+            run_index = epoch - spec.first_epoch
+            important_fraction = float("nan")
+            if masks is not None:
+                if spec.refresh_every and run_index > 0 and run_index % spec.refresh_every == 0:
+                    masks = compute_masks(model, data.images, spec.mask_settings)
+                important_fraction = masks.float().mean().item()
+            lr = learning_rate(params.train, epoch, params.burn_in_epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            # The same seed per epoch for every run: baseline and PART see the same batches,
+            # augmentations and random starts, so their comparison is paired.
+            torch.manual_seed(params.seed * 100_003 + epoch)
+            order = torch.randperm(n_train, device="cpu").to(device)
+            augment_rng = torch.Generator(device=device).manual_seed(params.seed * 7_919 + epoch)
+
+            model.train()
+            running = RunningMeans(device)
+            task = progress.add_task(f"{spec.name} epoch {epoch}/{spec.last_epoch}",
+                                     total=n_batches, loss=float("nan"), acc=float("nan"))
+            for batch_index in range(n_batches):
+                index = order[batch_index * batch_size:(batch_index + 1) * batch_size]
+                x = data.images[index].float().div_(255)
+                y = data.labels[index]
+                aligned = (masks[index],) if masks is not None else ()
+                if augmentation["crop_padding"] or augmentation["flip"]:
+                    x, *aligned = augment_batch(x, *aligned, generator=augment_rng,
+                                                **augmentation)
+                if device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                budget = budget_for(aligned[0]) if aligned else params.eps
+                with autocast_for(device):
+                    step = training_loss(params.method, model, x, y, budget, attack,
+                                         params.train.beta)
+                optimizer.zero_grad(set_to_none=True)
+                step.loss.backward()
+                optimizer.step()
+                running.add(step.loss, step.logits_adv, y)
+                if batch_index % 10 == 0 or batch_index == n_batches - 1:
+                    loss_now, acc_now = running.peek()
+                    progress.update(task, completed=batch_index + 1, loss=loss_now, acc=acc_now)
+                else:
+                    progress.advance(task)
+
+            train_loss, train_acc = running.final()
+            natural, robust = monitor_accuracy(model, data, params, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            row = {"epoch": epoch, "run": spec.name, "lr": lr,
+                   "train_loss": round(train_loss, 6), "train_adv_acc": round(train_acc, 6),
+                   "test_natural": round(natural, 6), "test_pgd": round(robust, 6),
+                   "important_fraction": (round(important_fraction, 6)
+                                          if important_fraction == important_fraction else ""),
+                   "seconds": round(time.perf_counter() - started, 3)}
+            history.append(row)
+            progress.update(task, loss=train_loss, acc=train_acc,
+                            description=f"{spec.name} epoch {epoch}/{spec.last_epoch} "
+                                        f"nat {natural:.3f} pgd {robust:.3f}")
+            _save_state(state_path, model, optimizer, masks, params, data, spec, epoch, history,
+                        fingerprint)
+
+    final_epoch = spec.last_epoch
+    save_checkpoint(out_path, model, checkpoint_meta(params, data, spec, final_epoch),
+                    extra_tensors=_momentum_tensors(optimizer))
+    write_history(history_path, history)
+    return history
+
+
+def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.SGD, masks: Tensor | None,
+                params: Params, data: TrainData, spec: RunSpec, epoch: int,
+                history: list[dict[str, Any]], fingerprint: str) -> None:
+    extra = _momentum_tensors(optimizer)
+    if masks is not None:
+        extra["masks"] = masks
+    meta = checkpoint_meta(params, data, spec, epoch)
+    meta.update({"resume_fingerprint": fingerprint, "history": json.dumps(history)})
+    save_checkpoint(path, model, meta, extra_tensors=extra)
+
+
+def _try_resume(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.SGD,
+                device: torch.device) -> tuple[list[dict[str, Any]], Tensor | None] | None:
+    """The saved history and masks when `path` holds a state of this very run, else None."""
+    if not path.is_file():
+        return None
+    try:
+        meta = read_metadata(path)
+        if meta.get("resume_fingerprint") != fingerprint:
+            return None
+        saved_model, _ = load_checkpoint(path, device=device)
+        extra = load_extra_tensors(path)
+    except Exception as error:  # a damaged state file is not fatal: train from the start
+        console.print(f"[yellow]ignoring unusable resume state {path}: {error}[/]")
+        return None
+    model.load_state_dict(saved_model.state_dict())
+    _restore_momentum(optimizer, extra)
+    history = meta["history"]
+    history = json.loads(history) if isinstance(history, str) else history
+    return history, extra.get("masks")

@@ -1,0 +1,144 @@
+"""The model zoo: published parameter counts, shapes, CAM layers, determinism, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from part.errors import PartError
+from part.models import MODELS, ModelError, build_model, list_models
+
+ALL_MODELS = ["cnn_small", "preact_resnet18", "resnet18", "wrn34_10"]
+
+# (C, downsampling of the CAM map) per model; ResNets halve 3 times with ceil (28 -> 4).
+CAM_FEATURES = {
+    "resnet18": (512, lambda s: -(-s // 8)),
+    "preact_resnet18": (512, lambda s: -(-s // 8)),
+    "wrn34_10": (640, lambda s: s // 4),
+    "cnn_small": (128, lambda s: s // 4),
+}
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.fixture(scope="module")
+def models_by_channels() -> dict[tuple[str, int], nn.Module]:
+    torch.manual_seed(0)
+    return {(name, channels): build_model(name, num_classes=10, in_channels=channels).eval()
+            for name in ALL_MODELS for channels in (1, 3)}
+
+
+def test_registry_lists_every_model() -> None:
+    assert list_models() == ALL_MODELS
+    assert set(MODELS) == set(ALL_MODELS)
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("resnet18", 11_173_962),  # the published CIFAR ResNet-18 count
+    ("wrn34_10", 46_160_474),  # the published WRN-34-10 count (without TRADES' dead sub_block1)
+    ("preact_resnet18", 11_172_170),
+    ("cnn_small", 94_762),
+])
+def test_parameter_counts_for_cifar10(models_by_channels, name: str, expected: int) -> None:
+    assert count_params(models_by_channels[(name, 3)]) == expected
+
+
+def test_stem_and_head_follow_channels_and_classes() -> None:
+    base = count_params(build_model("resnet18", num_classes=10, in_channels=3))
+    grey_100 = count_params(build_model("resnet18", num_classes=100, in_channels=1))
+    # stem conv 64x3x3 per input channel; head 512 weights + 1 bias per class
+    assert grey_100 - base == -2 * 64 * 9 + 90 * 513
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("size", [28, 32, 64])
+def test_logits_and_cam_map_shapes(models_by_channels, name: str, channels: int,
+                                   size: int) -> None:
+    model = models_by_channels[(name, channels)]
+    captured = {}
+    hook = model.get_submodule(model.cam_layer).register_forward_hook(
+        lambda module, inputs, output: captured.__setitem__("features", output))
+    try:
+        with torch.no_grad():
+            logits = model(torch.rand(2, channels, size, size))
+    finally:
+        hook.remove()
+    width, downsample = CAM_FEATURES[name]
+    assert logits.shape == (2, 10)
+    assert torch.isfinite(logits).all()
+    assert captured["features"].shape == (2, width, downsample(size), downsample(size))
+
+
+def _head(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """What each architecture does after its CAM layer."""
+    if model.model_name == "wrn34_10":
+        features = model.relu(model.bn1(features))  # block3 is pre-activation
+    pooled = features.mean(dim=(2, 3))
+    return (model.fc if hasattr(model, "fc") else model.linear)(pooled)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_cam_layer_is_the_map_the_classifier_pools(models_by_channels, name: str) -> None:
+    model = models_by_channels[(name, 3)]
+    captured = {}
+    hook = model.get_submodule(model.cam_layer).register_forward_hook(
+        lambda module, inputs, output: captured.__setitem__("features", output))
+    try:
+        with torch.no_grad():
+            logits = model(torch.rand(3, 3, 32, 32))
+            from_features = _head(model, captured["features"])
+    finally:
+        hook.remove()
+    torch.testing.assert_close(from_features, logits, rtol=1e-4, atol=1e-5)
+    if name != "wrn34_10":  # post-activation maps: what CAM (Zhou et al.) assumes
+        assert (captured["features"] >= 0).all()
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_model_knows_its_name_and_sizes(models_by_channels, name: str) -> None:
+    model = models_by_channels[(name, 1)]
+    assert (model.model_name, model.num_classes, model.in_channels) == (name, 10, 1)
+    assert isinstance(model.cam_layer, str)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "cnn_small", "preact_resnet18"])
+def test_build_is_deterministic_under_manual_seed(name: str) -> None:
+    def build(seed: int) -> dict[str, torch.Tensor]:
+        torch.manual_seed(seed)
+        return build_model(name).state_dict()
+
+    first, again, other = build(3), build(3), build(4)
+    assert first.keys() == again.keys()
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_input_gradients_flow_for_attacks() -> None:
+    model = build_model("cnn_small", in_channels=1).eval()
+    x = torch.rand(4, 1, 28, 28, requires_grad=True)
+    nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2, 3])).backward()
+    assert x.grad is not None and (x.grad.abs().sum(dim=(1, 2, 3)) > 0).all()
+
+
+def test_unknown_name_lists_the_allowed_names() -> None:
+    with pytest.raises(ModelError) as info:
+        build_model("resnet19")
+    message = str(info.value)
+    assert "'resnet19'" in message
+    assert all(name in message for name in ALL_MODELS)
+    assert isinstance(info.value, PartError)
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [
+    ({"num_classes": 0}, "num_classes"),
+    ({"num_classes": "10"}, "num_classes"),
+    ({"in_channels": True}, "in_channels"),
+    ({"in_channels": -1}, "in_channels"),
+])
+def test_bad_sizes_are_rejected(kwargs: dict, named: str) -> None:
+    with pytest.raises(ModelError, match=named):
+        build_model("cnn_small", **kwargs)
