@@ -25,6 +25,7 @@ import io
 import json
 import math
 import os
+import secrets
 import shutil
 import tarfile
 import tempfile
@@ -126,10 +127,7 @@ def _sha256(data: bytes) -> str:
 
 def _read_file(path: Path, source_files: dict[str, str], data_dir: Path) -> bytes:
     """Read a whole source file and record its sha256 under its path relative to `data_dir`."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}; check that it exists and is readable") from exc
+    data = _read_bytes(path)
     source_files[path.relative_to(data_dir).as_posix()] = _sha256(data)
     return data
 
@@ -172,17 +170,17 @@ def _parse_idx(path: Path, data: bytes, magic: int, item_shape: tuple[int, ...])
         except (OSError, EOFError, zlib.error) as exc:
             raise _data_error_for(
                 path, f"not a complete gzip file ({exc})", FASHION_MNIST_FIX) from exc
+    found_magic = int.from_bytes(data[:4], "big")
+    if len(data) >= 4 and found_magic != magic:
+        raise _data_error_for(
+            path, f"IDX magic number {found_magic:#010x}, expected {magic:#010x}",
+            "it is not the expected Fashion-MNIST file; download it again")
     ndim = 1 + len(item_shape)
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise _data_error_for(
             path, f"only {len(data)} bytes, shorter than the {header_size}-byte IDX header",
             FASHION_MNIST_FIX)
-    found_magic = int.from_bytes(data[:4], "big")
-    if found_magic != magic:
-        raise _data_error_for(
-            path, f"IDX magic number {found_magic:#010x}, expected {magic:#010x}",
-            "it is not the expected Fashion-MNIST file; download it again")
     dims = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     if dims[1:] != item_shape:
         raise _data_error_for(
@@ -427,36 +425,51 @@ def _decode_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
+def _decode_with_pil(path: Path, data: bytes, size: int) -> np.ndarray:
+    """Any format and mode PIL reads, as RGB resized to size x size; errors name the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            rgb = image.convert("RGB")
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(rgb)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise _data_error_for(path, f"not a readable image ({exc})", TINYIMAGENET_FIX) from exc
+
+
+def _decode_chunk(paths: Sequence[Path], size: int, out: np.ndarray) -> list[str]:
+    """Decode `paths` into `out` [n,size,size,3] with PIL; returns their sha256 digests.
+
+    (torchvision.io's decoder is faster but deprecated since torchvision 0.29.)
+    """
+    digests = []
+    for i, path in enumerate(paths):
+        blob = _read_bytes(path)
+        out[i] = _decode_with_pil(path, blob, size)
+        digests.append(_sha256(blob))
+    return digests
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc}; check that it exists and is readable") from exc
+
+
 def _decode_jpegs(
     paths: Sequence[Path], data_dir: Path, size: int, source_files: dict[str, str]
 ) -> np.ndarray:
-    """Decode to RGB uint8 [N,size,size,3] on a thread pool (PIL releases the GIL to decode)."""
-    from PIL import Image, UnidentifiedImageError
-
+    """Decode to RGB uint8 [N,size,size,3], in chunks on a thread pool (decoders drop the GIL)."""
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
-    digests: list[str] = [""] * len(paths)
-
-    def decode_range(start: int, stop: int) -> None:
-        for i in range(start, stop):
-            path = paths[i]
-            try:
-                data = path.read_bytes()
-                with Image.open(io.BytesIO(data)) as image:
-                    rgb = image.convert("RGB")
-                    if rgb.size != (size, size):
-                        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-                    out[i] = np.asarray(rgb)
-            except (OSError, UnidentifiedImageError, ValueError) as exc:
-                raise _data_error_for(
-                    path, f"not a readable image ({exc})", TINYIMAGENET_FIX) from exc
-            digests[i] = _sha256(data)
-
-    chunk = 512
+    chunk = 256
     with ThreadPoolExecutor(max_workers=_decode_workers()) as pool:
-        futures = [pool.submit(decode_range, start, min(start + chunk, len(paths)))
+        futures = [pool.submit(_decode_chunk, paths[start:start + chunk], size,
+                               out[start:start + chunk])
                    for start in range(0, len(paths), chunk)]
-        for future in futures:
-            future.result()
+        digests = [digest for future in futures for digest in future.result()]
     for path, digest in zip(paths, digests, strict=True):
         source_files[path.relative_to(data_dir).as_posix()] = digest
     return out
@@ -513,17 +526,19 @@ def _make_synthetic(split: str) -> RawSplit:
     ring = 2 * np.pi * labels / classes
     centre_y = size / 2 + 8 * np.sin(ring) + rng.uniform(-2, 2, n)
     centre_x = size / 2 + 8 * np.cos(ring) + rng.uniform(-2, 2, n)
-    grid = np.arange(size, dtype=np.float64)
-    dy = grid[None, :, None] - centre_y[:, None, None]
-    dx = grid[None, None, :] - centre_x[:, None, None]
-    envelope = np.exp(-(dx**2 + dy**2) / (2 * 4.0**2))
-    stripe_angle = np.pi * labels / classes
+    grid = np.arange(size, dtype=np.float32)
+    dy = grid[None, :, None] - centre_y[:, None, None].astype(np.float32)
+    dx = grid[None, None, :] - centre_x[:, None, None].astype(np.float32)
+    envelope = np.exp(-(dx**2 + dy**2) / np.float32(2 * 4.0**2))[:, None]
+    stripe_angle = (np.pi * labels / classes).astype(np.float32)
     along = dx * np.cos(stripe_angle)[:, None, None] + dy * np.sin(stripe_angle)[:, None, None]
-    phase = rng.uniform(0, 2 * np.pi, n)[:, None, None]
-    stripes = 0.5 + 0.5 * np.cos(2 * np.pi * along / 5.0 + phase)
-    pattern = stripes[:, None] * SYNTHETIC_PALETTE[labels][:, :, None, None]
-    background = 0.4 + 0.1 * rng.standard_normal((n, 3, size, size))
-    images = background * (1 - envelope[:, None]) + pattern * envelope[:, None]
+    phase = rng.uniform(0, 2 * np.pi, n).astype(np.float32)[:, None, None]
+    stripes = 0.5 + 0.5 * np.cos(np.float32(2 * np.pi / 5.0) * along + phase)
+    colours = SYNTHETIC_PALETTE.astype(np.float32)[labels][:, :, None, None]
+    images = rng.standard_normal((n, 3, size, size), dtype=np.float32)
+    images *= np.float32(0.1)
+    images += np.float32(0.4)  # grey noise background
+    images += envelope * (stripes[:, None] * colours - images)  # blend the blob in
     pixels = np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
     return RawSplit(
         images=torch.from_numpy(pixels),
@@ -819,9 +834,8 @@ def _save_safetensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str
 
 def _stage_file(final: Path, raw: RawSplit, metadata: dict[str, str]) -> Path:
     """Write to a temporary name next to `final`; the caller renames it into place."""
-    descriptor, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(descriptor)
-    staged = Path(name)
+    # A fresh name rather than mkstemp, whose 0600 mode would survive the rename.
+    staged = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
     try:
         tensors = {"images": raw.images.contiguous(), "labels": raw.labels.contiguous()}
         _save_safetensors(tensors, staged, metadata)
@@ -835,10 +849,15 @@ def _stage_file(final: Path, raw: RawSplit, metadata: dict[str, str]) -> Path:
     return staged
 
 
-def _take_subset(raw: RawSplit, n: int | None, seed: int) -> tuple[RawSplit, dict | None]:
+def _take_subset(
+    raw: RawSplit, split: str, n: int | None, seed: int
+) -> tuple[RawSplit, dict | None]:
     if n is None:
         return raw, None
-    index = balanced_subset(raw.labels, n, seed)
+    try:
+        index = balanced_subset(raw.labels, n, seed)
+    except DataError as exc:
+        raise DataError(f"data.{split}_subset={n!r}: {exc}") from exc
     subset = RawSplit(raw.images[index].contiguous(), raw.labels[index].contiguous(),
                       raw.class_names, raw.source_files)
     return subset, {"n": n, "seed": seed}
@@ -878,7 +897,7 @@ def prepare_dataset(
     splits: dict[str, tuple[RawSplit, dict | None]] = {}
     for split in SPLITS:
         raw = load_source(dataset, split, root=root, download=download)
-        splits[split] = _take_subset(raw, subsets[split], seed)
+        splits[split] = _take_subset(raw, split, subsets[split], seed)
     class_names = splits["train"][0].class_names
     if splits["test"][0].class_names != class_names:
         raise DataError(f"{dataset}: the train and test splits list different class names; "

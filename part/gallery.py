@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from torch import Tensor
+
+from part.atomic import atomic_path
 
 
 def _as_picture(tensor: Tensor) -> np.ndarray:
@@ -42,14 +42,9 @@ def save_mask_gallery(path: str | Path, images: Tensor, masks: Tensor, labels: T
     figure.suptitle(f"importance masks {title}".strip(), fontsize=9)
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(handle)
     try:
-        figure.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(figure)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

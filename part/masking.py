@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from part import __version__
+from part.atomic import atomic_path
 from part.cam import cam, importance_mask
 from part.errors import PartError
 
@@ -36,7 +35,7 @@ class MaskSettings:
 
 
 def compute_masks(model: nn.Module, images: Tensor, settings: MaskSettings) -> Tensor:
-    """bool [N, c, H, W] for uint8 images [N, C, H, W], in sample order, from `model` in eval mode."""
+    """bool [N, c, H, W] for uint8 images [N, C, H, W], in sample order, model in eval mode."""
     was_training = model.training
     model.eval()
     try:
@@ -53,8 +52,6 @@ def compute_masks(model: nn.Module, images: Tensor, settings: MaskSettings) -> T
 
 def save_masks(path: str | Path, masks: Tensor, settings: MaskSettings, source: str) -> Path:
     """Atomic write: a reader never sees half a file, and an old file survives a failed write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {
         "format": MASK_FORMAT,
         "cam": settings.method,
@@ -64,15 +61,9 @@ def save_masks(path: str | Path, masks: Tensor, settings: MaskSettings, source: 
         "important_fraction": json.dumps(float(masks.float().mean())),
         "part_version": __version__,
     }
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file({"masks": masks.contiguous().cpu()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    with atomic_path(path) as tmp:
+        save_file({"masks": masks.contiguous().cpu()}, str(tmp), metadata=metadata)
+    return Path(path)
 
 
 def load_masks(path: str | Path, expected_shape: tuple[int, ...] | None = None) -> Tensor:

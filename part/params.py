@@ -71,7 +71,7 @@ class DataParams:
 @dataclass(frozen=True)
 class MaskParams:
     quantile: float = 0.5  # rule `quantile`: the fraction of pixels kept at eps
-    refresh_every: int = 1  # recompute masks from the current model every N epochs; 0 keeps burn-in masks
+    refresh_every: int = 1  # masks from the current model every N epochs; 0 keeps burn-in masks
     batch_size: int = 256
 
 
@@ -240,7 +240,8 @@ def _convert(key: str, value: Any, annotation: str) -> Any:
 
 def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(raw, Mapping):
-        raise ParamsError(f"{prefix.rstrip('.') or 'params'}: expected a mapping of keys, got {raw!r}")
+        where = prefix.rstrip(".") or "params"
+        raise ParamsError(f"{where}: expected a mapping of keys, got {raw!r}")
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(raw) - set(known))
     if unknown:

@@ -110,3 +110,17 @@ def run_train(params: Params, variant: str, *, show_progress: bool = True) -> li
     return train_run(params, spec, data, device, out_path=model_path(variant),
                      history_path=HISTORY_DIR / f"{variant}.csv", state_dir=STATE_DIR,
                      show_progress=show_progress)
+
+
+REPORT = Path("reports/results.md")
+TRADEOFF_PLOT = Path("reports/accuracy_robustness.png")
+
+
+def run_report(params: Params) -> Path:
+    from part.report import read_metrics, write_report
+
+    baseline = read_metrics(metrics_path("baseline"))
+    part = read_metrics(metrics_path("part"))
+    path = write_report(REPORT, TRADEOFF_PLOT, baseline, part, params)
+    console.print(f"wrote {path} and {TRADEOFF_PLOT}")
+    return path

@@ -12,10 +12,8 @@ import hashlib
 import io
 import json
 import math
-import os
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from part import __version__
+from part.atomic import atomic_write_text
 from part.attacks import pgd
 from part.checkpoint import load_checkpoint, load_extra_tensors, read_metadata, save_checkpoint
 from part.data import augment_batch, balanced_subset, default_augmentation
@@ -113,7 +112,7 @@ def monitor_accuracy(model: nn.Module, data: TrainData, params: Params,
     model.eval()
     natural = torch.zeros((), device=device, dtype=torch.long)
     robust = torch.zeros((), device=device, dtype=torch.long)
-    batch = params.eval.batch_size
+    batch = 2 * params.train.batch_size  # no gradients w.r.t. weights: room for larger batches
     try:
         for start in range(0, data.monitor_images.shape[0], batch):
             x = data.monitor_images[start:start + batch].float().div_(255)
@@ -174,19 +173,6 @@ def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int) -> dict[str, Any]:
     uses_map = spec.masks is not None
     return {
@@ -205,6 +191,26 @@ def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int) 
         "run": spec.name,
         **spec.extra_meta,
     }
+
+
+def training_batches(data: TrainData, masks: Tensor | None, order: Tensor, batch_size: int,
+                     augmentation: dict[str, Any], generator: torch.Generator
+                     ) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+    """(images in [0,1], labels, masks) per batch, in `order`.
+
+    Masks are indexed with the same sample indices as the images and go through the very same
+    crop and flip, so every image is trained with its own mask (the paper code's fault 1).
+    """
+    augments = bool(augmentation["crop_padding"] or augmentation["flip"])
+    for start in range(0, order.shape[0], batch_size):
+        index = order[start:start + batch_size]
+        x = data.images[index].float().div_(255)
+        aligned = (masks[index],) if masks is not None else ()
+        if augments:
+            x, *aligned = augment_batch(x, *aligned, generator=generator, **augmentation)
+        if x.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        yield x, data.labels[index], (aligned[0] if aligned else None)
 
 
 def _budget(masks: Tensor | None, params: Params) -> Callable[[Tensor], float | Tensor]:
@@ -254,7 +260,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
     n_batches = math.ceil(n_train / batch_size)
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]:.4f}  adv acc {task.fields[acc]:.3f}"),
+                        TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"),
                         TimeElapsedColumn(), console=console, disable=not show_progress,
                         transient=False)
     with progress:
@@ -278,19 +284,11 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
 
             model.train()
             running = RunningMeans(device)
-            task = progress.add_task(f"{spec.name} epoch {epoch}/{spec.last_epoch}",
+            task = progress.add_task(f"{spec.name} {epoch}/{spec.last_epoch}",
                                      total=n_batches, loss=float("nan"), acc=float("nan"))
-            for batch_index in range(n_batches):
-                index = order[batch_index * batch_size:(batch_index + 1) * batch_size]
-                x = data.images[index].float().div_(255)
-                y = data.labels[index]
-                aligned = (masks[index],) if masks is not None else ()
-                if augmentation["crop_padding"] or augmentation["flip"]:
-                    x, *aligned = augment_batch(x, *aligned, generator=augment_rng,
-                                                **augmentation)
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                budget = budget_for(aligned[0]) if aligned else params.eps
+            for batch_index, (x, y, batch_masks) in enumerate(
+                    training_batches(data, masks, order, batch_size, augmentation, augment_rng)):
+                budget = budget_for(batch_masks) if batch_masks is not None else params.eps
                 with autocast_for(device):
                     step = training_loss(params.method, model, x, y, budget, attack,
                                          params.train.beta)
@@ -316,7 +314,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                    "seconds": round(time.perf_counter() - started, 3)}
             history.append(row)
             progress.update(task, loss=train_loss, acc=train_acc,
-                            description=f"{spec.name} epoch {epoch}/{spec.last_epoch} "
+                            description=f"{spec.name} {epoch}/{spec.last_epoch} "
                                         f"nat {natural:.3f} pgd {robust:.3f}")
             _save_state(state_path, model, optimizer, masks, params, data, spec, epoch, history,
                         fingerprint)

@@ -25,7 +25,7 @@ def fail(message: str) -> None:
 
 
 def guarded(function: F) -> F:
-    """Turn a PartError raised anywhere below into one message and exit code 2, never a traceback."""
+    """Turn a PartError raised below into one message and exit code 2, never a traceback."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

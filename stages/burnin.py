@@ -1,19 +1,9 @@
 """DVC stage `burnin`: the base method on the uniform budget -> models/burnin.safetensors."""
 
-import typer
-
-from part.params import load_params
 from part.pipeline import run_burnin
-from part.ui import guarded
+from part.stage import stage_app
 
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-@guarded
-def main(params: str = typer.Option("params.yaml", help="the params file")) -> None:
-    run_burnin(load_params(params))
-
+app = stage_app(run_burnin, __doc__)
 
 if __name__ == "__main__":
     app()

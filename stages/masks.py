@@ -1,19 +1,9 @@
-"""DVC stage `masks`: CAM importance masks of every training sample from the burn-in model."""
+"""DVC stage `masks`: CAM importance masks of every training sample, from the burn-in model."""
 
-import typer
-
-from part.params import load_params
 from part.pipeline import run_masks
-from part.ui import guarded
+from part.stage import stage_app
 
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-@guarded
-def main(params: str = typer.Option("params.yaml", help="the params file")) -> None:
-    run_masks(load_params(params))
-
+app = stage_app(run_masks, __doc__)
 
 if __name__ == "__main__":
     app()

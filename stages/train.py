@@ -1,22 +1,9 @@
-"""DVC stages `train@baseline` and `train@part`: training after the shared burn-in."""
+"""DVC stages `train@baseline` and `train@part`: training that continues the shared burn-in."""
 
-import typer
-
-from part.params import load_params
 from part.pipeline import run_train
-from part.ui import guarded
+from part.stage import variant_stage_app
 
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-@guarded
-def main(
-    variant: str = typer.Argument(..., help="baseline (uniform eps) or part (CAM budget map)"),
-    params: str = typer.Option("params.yaml", help="the params file"),
-) -> None:
-    run_train(load_params(params), variant)
-
+app = variant_stage_app(run_train, __doc__)
 
 if __name__ == "__main__":
     app()

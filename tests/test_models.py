@@ -10,6 +10,9 @@ from part.errors import PartError
 from part.models import MODELS, ModelError, build_model, list_models
 
 ALL_MODELS = ["cnn_small", "preact_resnet18", "resnet18", "wrn34_10"]
+# WRN-34-10 forwards take seconds on 2 cores.
+MODEL_PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name == "wrn34_10" else name
+                for name in ALL_MODELS]
 
 # (C, downsampling of the CAM map) per model; ResNets halve 3 times with ceil (28 -> 4).
 CAM_FEATURES = {
@@ -24,11 +27,19 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+class _BuiltModels(dict):
+    """Builds each (name, in_channels) model on first use, once per test module."""
+
+    def __missing__(self, key: tuple[str, int]) -> nn.Module:
+        name, channels = key
+        self[key] = build_model(name, num_classes=10, in_channels=channels).eval()
+        return self[key]
+
+
 @pytest.fixture(scope="module")
 def models_by_channels() -> dict[tuple[str, int], nn.Module]:
     torch.manual_seed(0)
-    return {(name, channels): build_model(name, num_classes=10, in_channels=channels).eval()
-            for name in ALL_MODELS for channels in (1, 3)}
+    return _BuiltModels()
 
 
 def test_registry_lists_every_model() -> None:
@@ -53,7 +64,7 @@ def test_stem_and_head_follow_channels_and_classes() -> None:
     assert grey_100 - base == -2 * 64 * 9 + 90 * 513
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", MODEL_PARAMS)
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", [28, 32, 64])
 def test_logits_and_cam_map_shapes(models_by_channels, name: str, channels: int,
@@ -64,13 +75,13 @@ def test_logits_and_cam_map_shapes(models_by_channels, name: str, channels: int,
         lambda module, inputs, output: captured.__setitem__("features", output))
     try:
         with torch.no_grad():
-            logits = model(torch.rand(2, channels, size, size))
+            logits = model(torch.rand(1, channels, size, size))
     finally:
         hook.remove()
     width, downsample = CAM_FEATURES[name]
-    assert logits.shape == (2, 10)
+    assert logits.shape == (1, 10)
     assert torch.isfinite(logits).all()
-    assert captured["features"].shape == (2, width, downsample(size), downsample(size))
+    assert captured["features"].shape == (1, width, downsample(size), downsample(size))
 
 
 def _head(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
@@ -81,7 +92,7 @@ def _head(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
     return (model.fc if hasattr(model, "fc") else model.linear)(pooled)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", MODEL_PARAMS)
 def test_cam_layer_is_the_map_the_classifier_pools(models_by_channels, name: str) -> None:
     model = models_by_channels[(name, 3)]
     captured = {}
@@ -89,7 +100,7 @@ def test_cam_layer_is_the_map_the_classifier_pools(models_by_channels, name: str
         lambda module, inputs, output: captured.__setitem__("features", output))
     try:
         with torch.no_grad():
-            logits = model(torch.rand(3, 3, 32, 32))
+            logits = model(torch.rand(2, 3, 32, 32))
             from_features = _head(model, captured["features"])
     finally:
         hook.remove()
@@ -142,3 +153,28 @@ def test_unknown_name_lists_the_allowed_names() -> None:
 def test_bad_sizes_are_rejected(kwargs: dict, named: str) -> None:
     with pytest.raises(ModelError, match=named):
         build_model("cnn_small", **kwargs)
+
+
+@pytest.mark.parametrize("name", ["cnn_small", "preact_resnet18", "resnet18"])
+def test_gradcam_at_cam_layer_is_the_classic_cam(models_by_channels, name: str) -> None:
+    """Oracle: torchcam's GradCAM at `cam_layer` equals Zhou et al.'s CAM (pool + linear head)."""
+    import copy
+
+    from torchcam.methods import GradCAM
+
+    model = copy.deepcopy(models_by_channels[(name, 3)])
+    head = model.fc if hasattr(model, "fc") else model.linear
+    with torch.no_grad():  # positive weights: the CAM is not all zero at random init
+        head.weight.abs_()
+    x = torch.rand(2, 3, 32, 32)
+    captured = {}
+    model.get_submodule(model.cam_layer).register_forward_hook(
+        lambda module, inputs, output: captured.__setitem__("features", output.detach()))
+    with GradCAM(model, target_layer=model.cam_layer) as extractor:
+        logits = model(x)
+        classes = logits.argmax(dim=1).tolist()
+        gradcam = extractor(classes, logits)[0]
+    classic = torch.relu(torch.einsum("bk,bkhw->bhw", head.weight[classes], captured["features"]))
+    classic = classic - classic.amin(dim=(1, 2), keepdim=True)
+    classic = classic / classic.amax(dim=(1, 2), keepdim=True)
+    torch.testing.assert_close(gradcam, classic, rtol=1e-4, atol=1e-4)

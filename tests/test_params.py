@@ -1,4 +1,4 @@
-"""params.yaml -> Params: budgets as fractions, and one message per bad key naming what is allowed."""
+"""params.yaml -> Params: budgets as fractions; one message per bad key, with the allowed values."""
 
 import subprocess
 import sys

@@ -1,0 +1,161 @@
+"""Training: masks follow their images, runs are paired and deterministic, interrupted runs resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from part.checkpoint import load_checkpoint
+from part.data import load_source
+from part.masking import MaskSettings
+from part.params import TrainParams, params_from_dict
+from part.train import RunSpec, TrainData, learning_rate, train_run, training_batches
+
+CPU = torch.device("cpu")
+
+
+def _tiny_data(n_train: int = 96, n_test: int = 32) -> TrainData:
+    train = load_source("synthetic", "train")
+    test = load_source("synthetic", "test")
+    return TrainData(images=train.images[:n_train], labels=train.labels[:n_train],
+                     monitor_images=test.images[:n_test], monitor_labels=test.labels[:n_test],
+                     dataset="synthetic", num_classes=10)
+
+
+def _tiny_params(**overrides):
+    raw = {"dataset": "synthetic", "model": "cnn_small", "eps": "8/255", "eps_low": "4/255",
+           "epochs": 3, "burn_in_epochs": 1, "seed": 3,
+           "train": {"batch_size": 32, "steps": 2, "step_size": "2/255", "monitor_subset": 32,
+                     "monitor_steps": 2, "augment": "crop_flip"}}
+    raw.update(overrides)
+    return params_from_dict(raw)
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    model, _ = load_checkpoint(path)
+    return model.state_dict()
+
+
+def _assert_same_weights(a: Path, b: Path) -> None:
+    first, second = _state(a), _state(b)
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], rtol=0, atol=0, msg=name)
+
+
+@pytest.mark.parametrize("augment", [{"crop_padding": 0, "flip": False},
+                                     {"crop_padding": 4, "flip": True}])
+def test_every_image_is_trained_with_its_own_mask(augment):
+    data = _tiny_data(n_train=100)
+    # A mask that is a function of its own image's pixels: any pairing with another sample's
+    # mask, or any crop or flip applied to only one of the two, breaks the relation.
+    masks = (data.images.float() / 255 > 0.5).any(dim=1, keepdim=True)
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1)
+    seen = []
+    for x, y, batch_masks in training_batches(data, masks, order, 32, augment, generator):
+        assert torch.equal(batch_masks, (x > 0.5).any(dim=1, keepdim=True))
+        seen.append(y)
+    assert torch.equal(torch.cat(seen), data.labels[order])
+
+
+def test_official_schedule_counts_part_epochs_and_piecewise_counts_global_epochs():
+    official = TrainParams(lr=0.01, lr_schedule="official", lr_milestones=(60, 90))
+    piecewise = TrainParams(lr=0.01, lr_schedule="piecewise", lr_milestones=(60, 90))
+    # The paper's 80 epochs with a 20-epoch burn-in: 0.01 throughout, 0.001 in the last epoch.
+    assert [learning_rate(official, e, 20) for e in (1, 20, 21, 79)] == [0.01] * 4
+    assert learning_rate(official, 80, 20) == pytest.approx(0.001)
+    assert learning_rate(piecewise, 59, 20) == 0.01
+    assert learning_rate(piecewise, 60, 20) == pytest.approx(0.001)
+    assert learning_rate(piecewise, 90, 20) == pytest.approx(0.0001)
+
+
+@pytest.fixture(scope="module")
+def burnin(tmp_path_factory):
+    root = tmp_path_factory.mktemp("burnin")
+    params = _tiny_params()
+    history = train_run(params, RunSpec("burnin", 1, 1), _tiny_data(), CPU,
+                        out_path=root / "burnin.safetensors", history_path=root / "burnin.csv",
+                        state_dir=root / "runs", show_progress=False)
+    assert [row["epoch"] for row in history] == [1]
+    return root / "burnin.safetensors"
+
+
+def _continue(params, burnin_path, root, name, masks=None, refresh_every=0):
+    spec = RunSpec(name, 2, params.epochs, init_checkpoint=burnin_path, masks=masks,
+                   mask_settings=MaskSettings("gradcam", "quantile", 0.5, 64),
+                   refresh_every=refresh_every)
+    out = root / f"{name}.safetensors"
+    history = train_run(params, spec, _tiny_data(), CPU, out_path=out,
+                        history_path=root / f"{name}.csv", state_dir=root / "runs",
+                        show_progress=False)
+    return out, history
+
+
+def test_part_with_eps_low_equal_to_eps_is_exactly_the_baseline(burnin, tmp_path):
+    """Same burn-in, seed, batches, augmentations and random starts: the runs are paired."""
+    params = _tiny_params(eps_low="8/255")
+    masks = torch.rand(96, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.5
+    baseline, _ = _continue(params, burnin, tmp_path, "baseline")
+    part, history = _continue(params, burnin, tmp_path, "part", masks=masks, refresh_every=1)
+    _assert_same_weights(baseline, part)
+    assert history[0]["important_fraction"] == pytest.approx(masks.float().mean().item())
+
+
+def test_part_differs_from_the_baseline_when_eps_low_is_lower(burnin, tmp_path):
+    params = _tiny_params(eps_low=0.0)
+    masks = torch.zeros(96, 1, 32, 32, dtype=torch.bool)
+    baseline, _ = _continue(params, burnin, tmp_path, "baseline")
+    part, _ = _continue(params, burnin, tmp_path, "part", masks=masks)
+    assert not torch.equal(_state(baseline)["fc.weight"], _state(part)["fc.weight"])
+
+
+def test_training_is_deterministic_on_the_cpu(burnin, tmp_path):
+    params = _tiny_params()
+    first, _ = _continue(params, burnin, tmp_path / "a", "baseline")
+    second, _ = _continue(params, burnin, tmp_path / "b", "baseline")
+    _assert_same_weights(first, second)
+
+
+def test_an_interrupted_run_resumes_from_its_last_completed_epoch(burnin, tmp_path, monkeypatch):
+    params = _tiny_params()
+    reference, reference_history = _continue(params, burnin, tmp_path / "whole", "part",
+                                             masks=torch.ones(96, 1, 32, 32, dtype=torch.bool),
+                                             refresh_every=1)
+
+    import part.train as train_module
+
+    real_monitor = train_module.monitor_accuracy
+    calls = {"n": 0}
+
+    def monitor_then_die(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # during epoch 3, after epoch 2 was checkpointed
+            raise KeyboardInterrupt
+        return real_monitor(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "monitor_accuracy", monitor_then_die)
+    root = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        _continue(params, burnin, root, "part", masks=torch.ones(96, 1, 32, 32, dtype=torch.bool),
+                  refresh_every=1)
+    assert not (root / "part.safetensors").exists()
+    assert (root / "runs" / "part.safetensors").exists()
+
+    monkeypatch.setattr(train_module, "monitor_accuracy", real_monitor)
+    resumed, history = _continue(params, burnin, root, "part",
+                                 masks=torch.ones(96, 1, 32, 32, dtype=torch.bool),
+                                 refresh_every=1)
+    assert [row["epoch"] for row in history] == [2, 3]
+    _assert_same_weights(reference, resumed)
+    assert [r["test_pgd"] for r in history] == [r["test_pgd"] for r in reference_history]
+
+
+def test_a_resume_state_from_other_params_is_not_used(burnin, tmp_path):
+    first, _ = _continue(_tiny_params(), burnin, tmp_path, "baseline")
+    kept = {name: tensor.clone() for name, tensor in _state(first).items()}
+    second, history = _continue(_tiny_params(seed=4), burnin, tmp_path, "baseline")
+    assert [row["epoch"] for row in history] == [2, 3]
+    assert not torch.equal(kept["fc.weight"], _state(second)["fc.weight"])
