@@ -116,16 +116,18 @@ def cam(
     if torch.is_inference_mode_enabled():
         raise CamError("cam() needs autograd; call it outside torch.inference_mode()")
 
-    activation, logits = _forward_with_detached_layer(model, x, _resolve_layer(model, layer))
-    target = _target_classes(logits, class_idx)
-    selected = logits.gather(1, target[:, None]).sum()
-    try:
-        (gradient,) = torch.autograd.grad(selected, activation)
-    except RuntimeError as err:
-        raise CamError(
-            "the logits do not depend on the CAM layer's output; pick a layer on the path from "
-            "input to logits (layer=... or model.cam_layer)"
-        ) from err
+    module = _resolve_layer(model, layer)
+    with torch.enable_grad():  # callers often hold torch.no_grad() around evaluation code
+        activation, logits = _forward_with_detached_layer(model, x, module)
+        target = _target_classes(logits, class_idx)
+        selected = logits.gather(1, target[:, None]).sum()
+        try:
+            (gradient,) = torch.autograd.grad(selected, activation)
+        except RuntimeError as err:
+            raise CamError(
+                "the logits do not depend on the CAM layer's output; pick a layer on the path "
+                "from input to logits (layer=... or model.cam_layer)"
+            ) from err
     with torch.no_grad():
         maps = _combine(method, activation.detach(), gradient)
         return _normalise_per_image(maps)[:, None]
@@ -171,8 +173,7 @@ def _forward_with_detached_layer(
 
     handle = module.register_forward_hook(hook)
     try:
-        with torch.enable_grad():
-            logits = model(x)
+        logits = model(x)
     finally:
         handle.remove()
     if len(captured) != 1:

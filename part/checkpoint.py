@@ -223,6 +223,17 @@ def _fsync_path(path: Path, directory: bool = False) -> None:
         os.close(fd)
 
 
+def _new_file_mode() -> int:
+    """The mode a newly created file gets under the current umask (0644 under umask 022)."""
+    with contextlib.suppress(OSError, ValueError):  # Linux: read the umask without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _write_atomically(tensors: dict[str, torch.Tensor], path: Path,
                       metadata: dict[str, str]) -> None:
     """Write to a temp file beside `path`, fsync, then rename over it: never a half file."""
@@ -230,6 +241,8 @@ def _write_atomically(tensors: dict[str, torch.Tensor], path: Path,
     temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         save_file(tensors, temp, metadata=metadata)
+        # safetensors creates files 0600; checkpoints are shared artefacts (DVC cache, teams).
+        os.chmod(temp, _new_file_mode())
         _fsync_path(temp)
         os.replace(temp, path)
     except BaseException:

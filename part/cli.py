@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from part import __version__
+from part.params import ATTACKS
 from part.ui import guarded, stdout
+
+# part.pipeline.TEST_SET, spelled out so that `part-cli --help` does not import torch.
+DEFAULT_TEST_SET = "data/prepared/test.safetensors"
 
 app = typer.Typer(
     add_completion=False,
@@ -58,6 +64,73 @@ def info() -> None:
         table.add_row(f"data: {source}", str(root) if root else
                       "not found locally (downloaded on first use where a network exists)")
     stdout.print(table)
+
+
+def _budget_text(value: float) -> str:
+    in_pixels = value * 255
+    if abs(in_pixels - round(in_pixels)) < 1e-6:
+        return f"{round(in_pixels)}/255"
+    return f"{value:.4g}"
+
+
+def _attack_label(key: str, metrics: dict[str, Any]) -> str:
+    steps = metrics.get("steps", 20)
+    return {"natural": "natural", "fgsm": "FGSM", "pgd20": f"PGD-{steps}",
+            "cw20": f"CW-inf-{steps}", "mma": f"MMA-{steps} (top-3)",
+            "autoattack": "AutoAttack (standard)", "worst_case": "worst case"}.get(key, key)
+
+
+def metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    """Accuracy (%), examples and seconds per attack, and the worst case."""
+    table = Table(title=title)
+    table.add_column("attack")
+    table.add_column("accuracy", justify="right")
+    table.add_column("n", justify="right")
+    table.add_column("seconds", justify="right")
+    for key in [*metrics["attacks"], "worst_case"]:
+        seconds = metrics.get(f"seconds_{key}")
+        table.add_row(_attack_label(key, metrics), f"{100 * metrics[key]:.2f}%",
+                      str(metrics[f"n_{key}"]), "" if seconds is None else f"{seconds:.1f}")
+    return table
+
+
+@app.command()
+@guarded
+def evaluate(
+    checkpoint: Path = typer.Argument(..., help="a part checkpoint (.safetensors)"),
+    data: Path = typer.Option(DEFAULT_TEST_SET, "--data", help="a prepared test split"),
+    attacks: str = typer.Option(",".join(ATTACKS), "--attacks",
+                                help=f"comma-separated, from: {', '.join(ATTACKS)}"),
+    n: int | None = typer.Option(None, "--n", min=1,
+                                 help="test examples per attack (AutoAttack aside); default all"),
+    n_autoattack: int = typer.Option(1000, "--n-autoattack", min=1,
+                                     help="test examples for AutoAttack (the first ones)"),
+    eps: str | None = typer.Option(None, "--eps",
+                                   help="L-inf budget such as 8/255; default: the checkpoint's"),
+    step_size: str | None = typer.Option(None, "--step-size",
+                                         help="PGD / CW / MMA step; default eps/4"),
+    steps: int = typer.Option(20, "--steps", min=0, help="PGD / CW / MMA iterations"),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    seed: int = typer.Option(0, "--seed", min=0, help="seeds every attack, AutoAttack included"),
+    json_path: Path | None = typer.Option(None, "--json", help="also write the metrics here"),
+) -> None:
+    """Robust accuracy of a checkpoint under natural, FGSM, PGD-20, CW-inf-20, MMA, AutoAttack."""
+    from part.evaluate import evaluate_checkpoint, parse_attacks, write_metrics
+    from part.params import parse_budget
+
+    chosen = parse_attacks(attacks)  # before any file is read: a typo fails at once
+    budget = None if eps is None else parse_budget(eps, "--eps")
+    step = None if step_size is None else parse_budget(step_size, "--step-size")
+    metrics = evaluate_checkpoint(checkpoint, data, attacks=chosen, eps=budget, step_size=step,
+                                  steps=steps, n=n, n_autoattack=n_autoattack,
+                                  batch_size=batch_size, seed=seed, device=device)
+    if json_path is not None:
+        write_metrics(json_path, metrics)
+    title = (f"{checkpoint.name}: {metrics['model']} {metrics['method']}, epoch "
+             f"{metrics['epoch']}, eps {_budget_text(metrics['eps'])}, step "
+             f"{_budget_text(metrics['step_size'])}")
+    stdout.print(metrics_table(metrics, title))
 
 
 def main() -> None:

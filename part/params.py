@@ -7,7 +7,6 @@ so that `dvc repro` stops at the first stage with a message a person can act on.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -135,10 +134,9 @@ class Params:
 
     def section_hash(self, *keys: str) -> str:
         """A short hash of the named params, for checkpoint provenance."""
-        from hashlib import sha256
+        from part.checkpoint import params_hash
 
-        chosen = {key: _lookup(self.to_dict(), key) for key in keys}
-        return sha256(json.dumps(chosen, sort_keys=True).encode()).hexdigest()[:16]
+        return params_hash({key: _lookup(self.to_dict(), key) for key in keys})
 
 
 def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:

@@ -26,7 +26,13 @@ from torch import Tensor, nn
 from part import __version__
 from part.atomic import atomic_write_text
 from part.attacks import pgd
-from part.checkpoint import load_checkpoint, load_extra_tensors, read_metadata, save_checkpoint
+from part.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_extra_tensors,
+    read_metadata,
+    save_checkpoint,
+)
 from part.data import augment_batch, balanced_subset, default_augmentation
 from part.masking import MaskSettings, compute_masks
 from part.methods import AttackSettings, training_loss
@@ -219,6 +225,34 @@ def _budget(masks: Tensor | None, params: Params) -> Callable[[Tensor], float | 
     return lambda index_masks: torch.where(index_masks, params.eps, params.eps_low)
 
 
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainData,
+                masks: Tensor | None, params: Params, epoch: int, device: torch.device,
+                on_batch: Callable[[int, RunningMeans], None] | None = None) -> RunningMeans:
+    """One pass over the training set; `masks` None trains on the uniform budget eps."""
+    # The same seed per epoch for every run: baseline and PART see the same batches,
+    # augmentations and random starts, so their comparison is paired.
+    torch.manual_seed(params.seed * 100_003 + epoch)
+    order = torch.randperm(data.images.shape[0], device="cpu").to(device)
+    augment_rng = torch.Generator(device=device).manual_seed(params.seed * 7_919 + epoch)
+    attack = AttackSettings(step_size=params.train.step_size, steps=params.train.steps)
+    budget_for = _budget(masks, params)
+    model.train()
+    running = RunningMeans(device)
+    batches = training_batches(data, masks, order, params.train.batch_size,
+                               augmentation_for(params), augment_rng)
+    for batch_index, (x, y, batch_masks) in enumerate(batches):
+        budget = budget_for(batch_masks) if batch_masks is not None else params.eps
+        with autocast_for(device):
+            step = training_loss(params.method, model, x, y, budget, attack, params.train.beta)
+        optimizer.zero_grad(set_to_none=True)
+        step.loss.backward()
+        optimizer.step()
+        running.add(step.loss, step.logits_adv, y)
+        if on_batch is not None:
+            on_batch(batch_index, running)
+    return running
+
+
 def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.device, *,
               out_path: Path, history_path: Path, state_dir: Path,
               show_progress: bool = True) -> list[dict[str, Any]]:
@@ -252,12 +286,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
         masks = resumed_masks.to(device) if resumed_masks is not None else masks
         console.print(f"[cyan]{spec.name}[/]: resuming after epoch {first - 1} from {state_path}")
 
-    augmentation = augmentation_for(params)
-    attack = AttackSettings(step_size=params.train.step_size, steps=params.train.steps)
-    budget_for = _budget(masks, params)
-    n_train = data.images.shape[0]
-    batch_size = params.train.batch_size
-    n_batches = math.ceil(n_train / batch_size)
+    n_batches = math.ceil(data.images.shape[0] / params.train.batch_size)
 
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"),
@@ -276,32 +305,18 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            # The same seed per epoch for every run: baseline and PART see the same batches,
-            # augmentations and random starts, so their comparison is paired.
-            torch.manual_seed(params.seed * 100_003 + epoch)
-            order = torch.randperm(n_train, device="cpu").to(device)
-            augment_rng = torch.Generator(device=device).manual_seed(params.seed * 7_919 + epoch)
-
-            model.train()
-            running = RunningMeans(device)
             task = progress.add_task(f"{spec.name} {epoch}/{spec.last_epoch}",
                                      total=n_batches, loss=float("nan"), acc=float("nan"))
-            for batch_index, (x, y, batch_masks) in enumerate(
-                    training_batches(data, masks, order, batch_size, augmentation, augment_rng)):
-                budget = budget_for(batch_masks) if batch_masks is not None else params.eps
-                with autocast_for(device):
-                    step = training_loss(params.method, model, x, y, budget, attack,
-                                         params.train.beta)
-                optimizer.zero_grad(set_to_none=True)
-                step.loss.backward()
-                optimizer.step()
-                running.add(step.loss, step.logits_adv, y)
+
+            def show(batch_index: int, running: RunningMeans, task=task) -> None:
                 if batch_index % 10 == 0 or batch_index == n_batches - 1:
                     loss_now, acc_now = running.peek()
                     progress.update(task, completed=batch_index + 1, loss=loss_now, acc=acc_now)
                 else:
                     progress.advance(task)
 
+            running = train_epoch(model, optimizer, data, masks, params, epoch, device,
+                                  on_batch=show)
             train_loss, train_acc = running.final()
             natural, robust = monitor_accuracy(model, data, params, device)
             if device.type == "cuda":
@@ -348,7 +363,7 @@ def _try_resume(path: Path, fingerprint: str, model: nn.Module, optimizer: torch
             return None
         saved_model, _ = load_checkpoint(path, device=device)
         extra = load_extra_tensors(path)
-    except Exception as error:  # a damaged state file is not fatal: train from the start
+    except CheckpointError as error:  # a damaged state file is not fatal: start over
         console.print(f"[yellow]ignoring unusable resume state {path}: {error}[/]")
         return None
     model.load_state_dict(saved_model.state_dict())

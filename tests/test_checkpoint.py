@@ -314,6 +314,14 @@ def test_interrupted_save_keeps_the_previous_checkpoint(saved, monkeypatch,
     assert meta["epoch"] == 3 and torch.equal(loaded(x), old_model(x))
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
+def test_checkpoint_gets_the_umask_mode_not_0600(saved) -> None:
+    path, _ = saved
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_overwrite_replaces_the_checkpoint(saved) -> None:
     path, _ = saved
     new_model = trained_model(seed=1)

@@ -1,0 +1,156 @@
+"""`part-cli evaluate`: the table on success, one message and exit code 2 on every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from part.checkpoint import save_checkpoint
+from part.cli import DEFAULT_TEST_SET, app
+from part.data import prepare_dataset
+from part.models import build_model
+from part.params import ATTACKS
+
+EPS = 8 / 255
+runner = CliRunner()
+
+
+def _meta(**overrides) -> dict:
+    meta = {"model": "cnn_small", "num_classes": 10, "in_channels": 3, "image_size": 32,
+            "dataset": "synthetic", "method": "at", "eps": EPS, "eps_low": EPS, "epoch": 1,
+            "params_hash": "test"}
+    meta.update(overrides)
+    return meta
+
+
+def _checkpoint(path: Path, **overrides) -> Path:
+    meta = _meta(**overrides)
+    torch.manual_seed(0)
+    model = build_model(meta["model"], meta["num_classes"], meta["in_channels"])
+    return save_checkpoint(path, model, meta)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("cli")
+    prepare_dataset("synthetic", root / "data", train_subset=20, test_subset=40, seed=0)
+    good = _checkpoint(root / "good.safetensors")
+    truncated = root / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    foreign = root / "foreign.safetensors"
+    save_file({"weight": torch.zeros(4, 4)}, foreign)
+    not_safetensors = root / "notes.safetensors"
+    not_safetensors.write_text("these are not tensors\n")
+    return {
+        "data": root / "data" / "test.safetensors",
+        "good": good,
+        "truncated": truncated,
+        "foreign": foreign,
+        "not_safetensors": not_safetensors,
+        "one_channel": _checkpoint(root / "gray.safetensors", in_channels=1),
+        "five_classes": _checkpoint(root / "five.safetensors", num_classes=5),
+        "size_28": _checkpoint(root / "size28.safetensors", image_size=28),
+        "other_dataset": _checkpoint(root / "fmnist.safetensors", dataset="cifar10"),
+        "missing": root / "absent.safetensors",
+        "root": root,
+    }
+
+
+def _evaluate(*args: object):
+    return runner.invoke(app, ["evaluate", *map(str, args)])
+
+
+def test_evaluate_prints_the_table_and_writes_the_metrics(files):
+    out = files["root"] / "metrics" / "good.json"
+    result = _evaluate(files["good"], "--data", files["data"], "--attacks", "natural,fgsm,pgd20",
+                       "--n", 16, "--steps", 3, "--json", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["eps"] == pytest.approx(EPS)  # the checkpoint's eps by default
+    assert metrics["step_size"] == pytest.approx(EPS / 4)  # eps/4 by default
+    assert metrics["attacks"] == ["natural", "fgsm", "pgd20"]
+    assert [metrics[f"n_{key}"] for key in ("natural", "fgsm", "pgd20", "worst_case")] == [16] * 4
+    table = result.stdout
+    for label in ("natural", "FGSM", "PGD-3", "worst case", "accuracy", "seconds"):
+        assert label in table
+    for key in ("natural", "fgsm", "pgd20", "worst_case"):
+        assert f"{100 * metrics[key]:.2f}%" in table
+    assert "8/255" in table
+
+
+def test_eps_and_step_size_accept_fractions(files):
+    out = files["root"] / "fractions.json"
+    result = _evaluate(files["good"], "--data", files["data"], "--attacks", "fgsm", "--n", 8,
+                       "--eps", "4/255", "--step-size", "1/255", "--json", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["eps"] == pytest.approx(4 / 255)
+    assert metrics["step_size"] == pytest.approx(1 / 255)
+    assert metrics["train_eps"] == pytest.approx(EPS)
+
+
+BAD_INPUTS = {
+    "missing checkpoint": ("missing", [], "does not exist"),
+    "truncated checkpoint": ("truncated", [], "truncated or corrupt"),
+    "foreign safetensors": ("foreign", [], "not a part checkpoint"),
+    "not safetensors": ("not_safetensors", [], "not a readable safetensors file"),
+    "wrong channels": ("one_channel", [], "in_channels"),
+    "wrong classes": ("five_classes", [], "num_classes"),
+    "wrong image size": ("size_28", [], "image_size"),
+    "other data set": ("other_dataset", [], "trained on 'cifar10'"),
+    "unknown attack": ("good", ["--attacks", "natural,pgd7"],
+                       f"unknown attack 'pgd7'; allowed: {', '.join(ATTACKS)}"),
+    "bad eps": ("good", ["--eps", "8/0"], "--eps: cannot read '8/0'"),
+    "eps above 1": ("good", ["--eps", "2"], "--eps: a budget is a fraction"),
+    "missing data": ("good", ["--data", "nowhere/test.safetensors"],
+                     "prepared data file nowhere/test.safetensors not found"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=list(BAD_INPUTS))
+def test_bad_input_gives_one_message_and_exit_code_2(files, case):
+    name, extra, message = BAD_INPUTS[case]
+    args = [files[name]]
+    if "--data" not in extra:
+        args += ["--data", files["data"]]
+    result = _evaluate(*args, "--attacks", "natural", "--n", 4, *extra)
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)  # not an escaped exception
+    assert message in result.stderr
+    assert result.stderr.count("error:") == 1
+    assert "Traceback" not in result.output
+    assert result.stdout == ""  # no table
+
+
+def test_mismatch_message_names_both_sides(files):
+    result = _evaluate(files["one_channel"], "--data", files["data"], "--attacks", "natural")
+    assert result.exit_code == 2
+    message = " ".join(result.stderr.split())
+    assert "trained on 1-channel 32x32 images in 10 classes" in message
+    assert "holds 3-channel 32x32 images in 10 classes" in message
+
+
+@pytest.mark.parametrize("name", ["truncated", "foreign", "five_classes"])
+def test_real_process_exits_2_without_traceback(files, name):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    completed = subprocess.run(
+        [sys.executable, "-m", "part.cli", "evaluate", str(files[name]), "--data",
+         str(files["data"]), "--attacks", "natural"],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert completed.returncode == 2
+    assert "error:" in completed.stderr
+    assert "Traceback" not in completed.stderr + completed.stdout
+
+
+def test_default_data_is_the_pipeline_test_set():
+    from part.pipeline import TEST_SET
+
+    assert Path(DEFAULT_TEST_SET) == TEST_SET

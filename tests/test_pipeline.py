@@ -1,0 +1,162 @@
+"""The real `dvc repro` end to end on a tiny config, in a temporary git repository.
+
+Checks every declared output and the metrics keys, that a second repro does nothing, that
+`dvc exp run -S` reruns exactly the stages that read the changed param, that bad params stop the
+pipeline with their message, and that a stage killed halfway leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_STAGES = {"prepare", "burnin", "masks", "train@baseline", "train@part", "evaluate@baseline",
+              "evaluate@part", "report"}
+METRIC_KEYS = {"natural", "fgsm", "pgd20", "cw20", "mma", "autoattack",
+               "n_natural", "n_fgsm", "n_pgd20", "n_cw20", "n_mma", "n_autoattack"}
+TINY = {
+    "dataset": "synthetic", "model": "cnn_small", "method": "at", "cam": "gradcam",
+    "mask_rule": "official", "eps": "8/255", "eps_low": "7/255", "epochs": 2,
+    "burn_in_epochs": 1, "seed": 0, "device": "cpu",
+    "data": {"train_subset": 200, "test_subset": 60},
+    "train": {"batch_size": 50, "steps": 2, "step_size": "2/255", "monitor_subset": 30,
+              "monitor_steps": 2},
+    "eval": {"n_autoattack": 6, "batch_size": 60},
+}
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def _ran(result: subprocess.CompletedProcess) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    repo = tmp_path_factory.mktemp("pipeline")
+    for name in ("part", "stages"):
+        shutil.copytree(ROOT / name, repo / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    (repo / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    (repo / ".gitignore").write_text("/runs/\n__pycache__/\n")
+    _run(["git", "init", "-q"], repo)
+    _run(["git", "config", "user.email", "ci@example.com"], repo)
+    _run(["git", "config", "user.name", "ci"], repo)
+    _run(["dvc", "init", "-q"], repo)
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "tiny pipeline"], repo)
+    started = time.perf_counter()
+    first = _run(["dvc", "repro"], repo)
+    elapsed = time.perf_counter() - started
+    assert _ran(first) == ALL_STAGES, first.stdout
+    assert elapsed < 180, f"the tiny pipeline took {elapsed:.0f} s"
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "first repro"], repo)
+    return repo
+
+
+def _reset(repo: Path) -> None:
+    _run(["git", "checkout", "--", "."], repo)
+    _run(["dvc", "checkout", "-q"], repo, check=False)
+
+
+def test_every_declared_output_exists_with_the_metrics_keys(project):
+    for path in ("data/prepared/train.safetensors", "data/prepared/test.safetensors",
+                 "models/burnin.safetensors", "masks/burnin.safetensors", "masks/gallery.png",
+                 "models/baseline.safetensors", "models/part.safetensors",
+                 "plots/history/burnin.csv", "plots/history/baseline.csv",
+                 "plots/history/part.csv", "metrics/baseline.json", "metrics/part.json",
+                 "reports/results.md", "reports/accuracy_robustness.png", "dvc.lock"):
+        assert (project / path).is_file(), path
+    for variant in ("baseline", "part"):
+        metrics = json.loads((project / f"metrics/{variant}.json").read_text())
+        assert METRIC_KEYS <= metrics.keys()
+        assert all(0.0 <= metrics[key] <= 1.0 for key in METRIC_KEYS if not key.startswith("n_"))
+        assert metrics["n_natural"] == 60 and metrics["n_autoattack"] == 6
+    report = (project / "reports/results.md").read_text()
+    for row in ("Natural", "FGSM", "PGD-20", "CW-inf-20", "MMA", "AutoAttack", "Worst case"):
+        assert f"| {row} |" in report
+    assert (project / "reports/accuracy_robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_second_repro_does_nothing(project):
+    again = _run(["dvc", "repro"], project)
+    assert _ran(again) == set()
+    assert _run(["dvc", "status"], project).stdout.strip().endswith("up to date.")
+
+
+def test_eps_low_reruns_only_the_part_branch(project):
+    result = _run(["dvc", "exp", "run", "-S", "eps_low=6/255"], project)
+    assert _ran(result) == {"train@part", "evaluate@part", "report"}
+    _reset(project)
+
+
+def test_cam_reruns_masks_onwards_never_prepare_burnin_or_baseline(project):
+    result = _run(["dvc", "exp", "run", "-S", "cam=layercam"], project)
+    assert _ran(result) == {"masks", "train@part", "evaluate@part", "report"}
+    _reset(project)
+
+
+def test_eps_given_as_a_fraction_reaches_the_models(project):
+    result = _run(["dvc", "exp", "run", "-S", "eps=6/255", "-S", "eps_low=5/255"], project)
+    assert _ran(result) == ALL_STAGES - {"prepare"}
+    metrics = json.loads((project / "metrics/part.json").read_text())
+    assert metrics["eps"] == pytest.approx(6 / 255)
+    _reset(project)
+
+
+def test_invalid_params_stop_at_the_first_stage_with_the_message(project):
+    result = _run(["dvc", "exp", "run", "-S", "eps_low=9/255"], project, check=False)
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "eps_low" in output and "must not exceed eps" in output
+    assert "Traceback" not in output
+    assert _ran(result) == {"train@part"}
+    _reset(project)
+
+
+def test_a_stage_killed_halfway_leaves_no_output_and_the_next_repro_recovers(project):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["epochs"] = 3  # two epochs after the burn-in: room to die after the first one
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    state = project / "runs" / "baseline.safetensors"
+    state.unlink(missing_ok=True)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    process = subprocess.Popen(["dvc", "repro", "train@baseline"], cwd=project, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    assert state.exists(), "the first epoch never completed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    leftovers = [p.name for p in (project / "models").iterdir() if p.name.startswith(".")]
+    assert not (project / "models/baseline.safetensors").exists()
+    assert leftovers == []
+
+    recovered = _run(["dvc", "repro", "train@baseline"], project)
+    assert "resuming after epoch 2" in recovered.stdout + recovered.stderr
+    assert (project / "models/baseline.safetensors").is_file()
+    history = (project / "plots/history/baseline.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["2", "3"]
+    _reset(project)
