@@ -89,10 +89,11 @@ def cam(
     """Class activation maps of a batch: [B, 1, h, w] in [0, 1] per image, at the layer's size.
 
     The map is for each image's predicted class, or for ``class_idx[b]`` when given (int tensor
-    [B]). ``layer`` is a dotted submodule name; by default ``model.cam_layer``. The model must be
-    in eval mode (BatchNorm in train mode would mix the images of a batch and update its running
-    statistics); it is not switched, its parameters' ``.grad`` are not touched, and the hook is
-    always removed.
+    [B] of valid classes; not range-checked, as that would sync with the device). The result is
+    detached, float32 (float64 for a float64 model) and on x's device. ``layer`` is a dotted
+    submodule name, by default ``model.cam_layer``. The model must be in eval mode (BatchNorm in
+    train mode would mix the images of a batch and update its running statistics); its mode is
+    not switched, its parameters' ``.grad`` are not touched, and the hook is always removed.
 
     Definitions (torchcam's, including its eps): with activation A [B,K,h,w] and gradient G of the
     selected logit w.r.t. A,
@@ -102,10 +103,17 @@ def cam(
     * layercam: map = relu(sum_k relu(G_k) * A_k)
 
     then per image ``(map - min) / (max(map - min) + 1e-8)``, so a constant map becomes zeros.
+    When the CAM layer feeds global average pooling and a linear layer (the ResNets here), G is
+    constant over space and gradcam and xgradcam coincide.
     """
     _check_choice(method, CAM_METHODS, "method")
     if not isinstance(model, nn.Module):
         raise CamError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        raise CamError(
+            "pass the wrapped model (model.module) to cam(), not the DataParallel/DDP wrapper: "
+            "CAMs need no gradient synchronisation"
+        )
     if model.training:
         raise CamError(
             "model is in train mode; call model.eval() before cam() (BatchNorm in train mode "
@@ -128,8 +136,10 @@ def cam(
                 "the logits do not depend on the CAM layer's output; pick a layer on the path "
                 "from input to logits (layer=... or model.cam_layer)"
             ) from err
+    # Half-precision activations (autocast) would turn the 1e-8 eps into 0: use >= float32.
+    dtype = torch.promote_types(activation.dtype, torch.float32)
     with torch.no_grad():
-        maps = _combine(method, activation.detach(), gradient)
+        maps = _combine(method, activation.detach().to(dtype), gradient.to(dtype))
         return _normalise_per_image(maps)[:, None]
 
 
@@ -207,10 +217,9 @@ def _combine(method: str, activation: Tensor, gradient: Tensor) -> Tensor:
     if method == "gradcam":
         weights = gradient.flatten(2).mean(-1)[..., None, None]
     elif method == "xgradcam":
-        weights = (gradient * activation).flatten(2).sum(-1) / activation.flatten(2).sum(-1).add(
-            _XGRADCAM_EPS
-        )
-        weights = weights[..., None, None]
+        numerator = (gradient * activation).flatten(2).sum(-1)
+        denominator = activation.flatten(2).sum(-1).add(_XGRADCAM_EPS)
+        weights = (numerator / denominator)[..., None, None]
     else:  # layercam
         weights = torch.relu(gradient)
     return torch.relu(torch.nansum(weights * activation, dim=1))
@@ -247,13 +256,14 @@ def _pil_weights_cpu(in_size: int, out_size: int) -> Tensor:
     scale = in_size / out_size
     filter_scale = max(scale, 1.0)
     support = _PIL_BICUBIC_SUPPORT * filter_scale
+    inverse_scale = 1.0 / filter_scale  # PIL multiplies by the inverse; keep its rounding
     matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
     for out_index in range(out_size):
         centre = (out_index + 0.5) * scale
         first = max(int(centre - support + 0.5), 0)
         stop = min(int(centre + support + 0.5), in_size)
         taps = [
-            _pil_bicubic_kernel((src - centre + 0.5) / filter_scale) for src in range(first, stop)
+            _pil_bicubic_kernel((src - centre + 0.5) * inverse_scale) for src in range(first, stop)
         ]
         total = 0.0
         for tap in taps:  # PIL sums in this order; keep it for bit-exact weights
@@ -344,10 +354,14 @@ def _build_jet_table() -> Tensor:
 _JET_TABLE_CPU = _build_jet_table()
 
 
-@lru_cache(maxsize=16)
 def jet_table(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float64) -> Tensor:
     """matplotlib's ``colormaps['jet']`` RGB lookup table, [256, 3] (no matplotlib needed)."""
-    return _JET_TABLE_CPU.to(device=torch.device(device), dtype=dtype)
+    return _JET_TABLE_CPU.to(device=torch.device(device), dtype=dtype, copy=True)
+
+
+@lru_cache(maxsize=16)
+def _cached_jet_table(device: torch.device, dtype: torch.dtype) -> Tensor:
+    return _JET_TABLE_CPU.to(device=device, dtype=dtype)
 
 
 def jet_colors(values: Tensor) -> Tensor:
@@ -356,7 +370,7 @@ def jet_colors(values: Tensor) -> Tensor:
     matplotlib bins a float x to int(x * 256); x == 1 and anything above maps to the last entry
     (jet's over colour is its last entry). Values are expected >= 0 and finite.
     """
-    return jet_table(values.device, _exact_dtype(values.device))[_jet_bins(values)]
+    return _cached_jet_table(values.device, _exact_dtype(values.device))[_jet_bins(values)]
 
 
 def _jet_bins(values: Tensor) -> Tensor:
@@ -390,14 +404,20 @@ def importance_mask(
     torchvision 0.14, ``to_pil_image`` of a float32 array gives a float image; newer torchvision
     would quantise it to 8 bits first, which is not the published behaviour.)
 
-    * C == 3: one plane per colour channel, [B, 3, H, W]. Note what the rule does: the red plane
-      marks high-CAM pixels, but the blue plane marks low-to-middle CAM values (jet is blue
-      there), so the blue channel's full budget lands mostly outside the CAM's peak. That is the
-      published behaviour, kept as is; use ``quantile`` for a mask that follows the CAM.
+    * C == 3: one plane per colour channel, [B, 3, H, W]. Each plane marks a different band of
+      CAM values, because jet runs blue, green, red and ends in dark red (0.5, 0, 0). Measured
+      on a trained small CNN (8x8 GradCAMs, 32x32 synthetic images): red marked CAM values of
+      about 0.74-0.97, green 0.54-0.84, blue 0.16-0.64 (5th-95th percentiles); the CAM's own
+      peak (values >= 0.98) was marked in no plane for 81 % of those pixels, and the maximum
+      pixel never. Fractions marked: R 6 %, G 11 %, B 27 %, 15 % of all elements. This is the
+      published behaviour, kept as is; ``quantile`` is the rule that follows the CAM.
     * C == 1 (e.g. Fashion-MNIST): there is no colour channel to pair with the three planes. A
-      pixel is important when ANY of its three planes is (union), [B, 1, H, W]. Rationale: it
-      keeps the full budget wherever the paper code would keep it for some channel of the same
-      pixel, so it never shrinks a budget that the RGB rule keeps.
+      pixel is important when ANY of its three planes is (union), [B, 1, H, W]: it keeps the
+      full budget wherever the paper code keeps it for some channel of that pixel, so it never
+      shrinks a budget the RGB rule keeps. In the measurement above this is about
+      0.15 < CAM < 0.98 and 35 % of the pixels.
+    * A constant CAM (all zeros after normalisation) marks nothing: in the paper code torchcam
+      0.3.2 normalised it by 0/0 and the NaN made every z-score comparison false.
     * any other C: CamError.
 
     Rule ``quantile`` (``q`` in (0, 1], default 0.5): the ``round(q * H * W)`` pixels (Python's

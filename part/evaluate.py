@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -253,39 +254,48 @@ class AutoAttackResult:
     package: str
 
 
+def _autoattack_package() -> tuple[ModuleType, bool]:
+    """(module, is_upstream): upstream `autoattack` where installed, as the paper used it."""
+    try:
+        import autoattack
+
+        return autoattack, True
+    except ImportError:
+        pass
+    try:
+        import pyautoattack
+
+        return pyautoattack, False
+    except ImportError:
+        raise EvaluationError(
+            "the autoattack evaluation needs the pyautoattack package (pip install pyautoattack) "
+            "or upstream autoattack; or leave autoattack out of the attacks"
+        ) from None
+
+
 def _autoattack_runner(model: nn.Module, settings: AttackSettings, device: torch.device,
                        num_classes: int) -> tuple[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
                                                   str]:
     """A function (x, y) -> (x_adv, y_adv) running AutoAttack standard L-inf, and its package."""
-    try:  # the upstream package where installed, as the paper used it
-        import autoattack as package
-
-        adversary = package.AutoAttack(model, norm="Linf", eps=settings.eps, version="standard",
-                                       device=device, seed=settings.seed, verbose=False)
+    package, upstream = _autoattack_package()
+    options = {"norm": "Linf", "eps": settings.eps, "version": "standard", "device": device,
+               "seed": settings.seed}
+    if upstream:  # positional-or-keyword API; prints unless verbose=False
+        adversary = package.AutoAttack(model, verbose=False, **options)
 
         def run(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
             return adversary.run_standard_evaluation(x, y, bs=settings.batch_size,
                                                      return_labels=True)
-        name = "autoattack"
-    except ImportError:
-        try:
-            import pyautoattack as package
-        except ImportError:
-            raise EvaluationError(
-                "the autoattack evaluation needs the pyautoattack package (pip install "
-                "pyautoattack) or upstream autoattack; or leave autoattack out of the attacks"
-            ) from None
-        adversary = package.AutoAttack(model, norm="Linf", eps=settings.eps, version="standard",
-                                       device=device, seed=settings.seed)
+    else:  # keyword-only API; logs to the 'auto-attack' logger, returns (x_adv, y_adv)
+        adversary = package.AutoAttack(model, **options)
 
         def run(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
             return adversary.run_standard_evaluation(x, y, batch_size=settings.batch_size)
-        name = "pyautoattack"
     # Standard AA targets the 9 most likely wrong classes: fewer where fewer exist.
     adversary.apgd_targeted.n_target_classes = min(AUTOATTACK_MAX_TARGETS, num_classes - 1)
     adversary.fab.n_target_classes = min(AUTOATTACK_MAX_TARGETS, num_classes - 1)
     version = getattr(package, "__version__", None)
-    return run, f"{name} {version}" if version else name
+    return run, f"{package.__name__} {version}" if version else package.__name__
 
 
 class _AutoAttackLogBridge(logging.Handler):
@@ -348,6 +358,17 @@ def _autoattack(model: nn.Module, images: Tensor, labels: Tensor, settings: Atta
                             package=package)
 
 
+def _warn_if_disagreeing(ours: float, reported: float) -> None:
+    if ours != reported:
+        from part.ui import console
+
+        console.print(
+            f"[yellow]autoattack warning:[/] the model's accuracy on AutoAttack's x_adv "
+            f"({ours:.2%}) differs from AutoAttack's own report ({reported:.2%}); the model's "
+            "outputs are not deterministic (non-deterministic kernels or a randomised model)",
+            soft_wrap=True)
+
+
 # --------------------------------------------------------------------------- the evaluation
 
 
@@ -405,6 +426,11 @@ def _rng_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
+def _model_device(model: nn.Module, images: Tensor) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else images.device
+
+
 def _num_classes(model: nn.Module, images: Tensor) -> int:
     declared = getattr(model, "num_classes", None)
     if isinstance(declared, int):
@@ -435,8 +461,8 @@ def evaluate_model(
     all) for every attack but AutoAttack, which takes the first `n_autoattack` (AutoAttack skips
     examples that are misclassified clean and, between its sub-attacks, those already broken;
     we never run it on more than n_autoattack examples). The same first examples are used
-    throughout. `device` (default: the images' device) is where everything runs; the model is
-    moved there, put in eval mode with frozen parameters for the run, and restored afterwards.
+    throughout. `device` (default: the model's) is where everything runs; model and data are
+    moved there; the model is put in eval mode with frozen parameters for the run, then restored.
     `torch.manual_seed(seed)` precedes each attack (AutoAttack gets seed=seed), under a forked
     RNG so the caller's random state is untouched. Full precision throughout (no autocast).
 
@@ -450,7 +476,7 @@ def evaluate_model(
     _check_count(n, "n")
     _check_count(n_autoattack, "n_autoattack")
     _check_data(images, labels)
-    device = torch.device(device) if device is not None else images.device
+    device = torch.device(device) if device is not None else _model_device(model, images)
     images, labels = images.to(device), labels.to(device)
     model = model.to(device)
     total = labels.shape[0]
@@ -474,6 +500,8 @@ def evaluate_model(
                 correct[name] = result.correct
                 extras["autoattack_reported"] = float(result.reported.sum()) / count
                 extras["autoattack_package"] = result.package
+                _warn_if_disagreeing(float(result.correct.sum()) / count,
+                                     extras["autoattack_reported"])
             else:
                 with tracker.task(name, count) as task:
                     correct[name] = _batched_correctness(

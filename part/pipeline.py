@@ -112,6 +112,15 @@ def run_train(params: Params, variant: str, *, show_progress: bool = True) -> li
                      show_progress=show_progress)
 
 
+def run_evaluate(params: Params, variant: str) -> dict:
+    from part.evaluate import evaluate_with_params, write_metrics
+
+    check_variant(variant)
+    metrics = evaluate_with_params(params, model_path(variant), TEST_SET)
+    write_metrics(metrics_path(variant), metrics)
+    return metrics
+
+
 REPORT = Path("reports/results.md")
 TRADEOFF_PLOT = Path("reports/accuracy_robustness.png")
 

@@ -6,6 +6,8 @@ that robust accuracy at EPS sits in the middle (about 50%), where a weak or brok
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -344,6 +346,20 @@ def test_pgd_works_under_autocast(small_batch):
     assert _accuracy(model, x_mma, y) < _accuracy(model, x, y)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_attacks_run_on_the_tensors_device(small_batch):
+    model, x, y = small_batch
+    device_model = copy.deepcopy(model).cuda()
+    x_gpu, y_gpu = x.cuda(), y.cuda()
+    budget = _budget_map(x, "channel").cuda()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        x_adv = pgd(device_model, x_gpu, y_gpu, budget, STEP, 5)
+        x_mma = mma(device_model, x_gpu, y_gpu, EPS, STEP, 3)
+    assert x_adv.device == x_gpu.device and x_mma.device == x_gpu.device
+    assert ((x_adv - x_gpu).abs() <= budget + 1e-6).all()
+    assert _accuracy(device_model, x_adv, y_gpu) < _accuracy(device_model, x_gpu, y_gpu)
+
+
 def test_zero_steps_return_the_start_point(small_batch):
     model, x, y = small_batch
     assert torch.equal(pgd(model, x, y, EPS, STEP, 0, random_start=False), x)
@@ -375,12 +391,12 @@ def test_pgd_matches_torchattacks(task):
 
     # Independent seeds: the robust accuracies agree to within a percentage point.
     ours_acc, theirs_acc = [], []
-    for seed in (1, 2, 3):
+    for seed in (1, 2):
         torch.manual_seed(seed)
         ours_acc.append(_accuracy(model, pgd(model, x, y, EPS, STEP, 10), y))
         torch.manual_seed(seed + 100)
         theirs_acc.append(_accuracy(model, oracle(x, y), y))
-    ours_mean, theirs_mean = sum(ours_acc) / 3, sum(theirs_acc) / 3
+    ours_mean, theirs_mean = sum(ours_acc) / 2, sum(theirs_acc) / 2
     print(f"\nPGD-10 robust accuracy, ours {ours_acc}, torchattacks {theirs_acc}")
     assert abs(ours_mean - theirs_mean) < 0.01
 

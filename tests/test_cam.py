@@ -167,6 +167,8 @@ def test_cam_rejects_bad_inputs_and_always_removes_its_hook(resnet, images):
     # linear outputs [B, classes], not a feature map: the error comes from inside the hook.
     with pytest.raises(CamError, match="feature map"):
         cam(resnet, images, layer="linear")
+    with pytest.raises(CamError, match="model.module"):
+        cam(nn.DataParallel(resnet), images)
     assert all(not m._forward_hooks for m in resnet.modules())
     resnet.train()
     try:
@@ -282,6 +284,19 @@ def test_official_rule_on_one_channel_is_the_union_of_the_planes():
     gray = importance_mask(cams, (1, 28, 28))
     assert gray.shape == (8, 1, 28, 28)
     assert torch.equal(gray, planes.any(dim=1, keepdim=True))
+
+
+def test_one_channel_pipeline_gives_one_plane_per_image():
+    torch.manual_seed(0)
+    model = build_model("cnn_small", num_classes=10, in_channels=1).eval()
+    gray_images = torch.rand(5, 1, 28, 28, generator=torch.Generator().manual_seed(6))
+    cams = cam(model, gray_images, "layercam")
+    assert cams.shape == (5, 1, 7, 7)
+    for rule in MASK_RULES:
+        mask = importance_mask(cams, (1, 28, 28), rule)
+        assert mask.shape == (5, 1, 28, 28) and mask.any()
+        budget = budget_map(mask, 8 / 255, 4 / 255)
+        assert torch.equal(budget == 8 / 255, mask) and torch.equal(budget == 4 / 255, ~mask)
 
 
 def test_official_rule_rejects_other_channel_counts_and_arguments():

@@ -138,15 +138,15 @@ def test_mismatch_message_names_both_sides(files):
     assert "holds 3-channel 32x32 images in 10 classes" in message
 
 
-@pytest.mark.parametrize("name", ["truncated", "foreign", "five_classes"])
-def test_real_process_exits_2_without_traceback(files, name):
+@pytest.mark.slow  # a fresh interpreter imports torch: a few seconds
+def test_real_process_exits_2_without_traceback(files):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     completed = subprocess.run(
-        [sys.executable, "-m", "part.cli", "evaluate", str(files[name]), "--data",
+        [sys.executable, "-m", "part.cli", "evaluate", str(files["truncated"]), "--data",
          str(files["data"]), "--attacks", "natural"],
         capture_output=True, text=True, timeout=120, env=env)
     assert completed.returncode == 2
-    assert "error:" in completed.stderr
+    assert "truncated or corrupt" in completed.stderr
     assert "Traceback" not in completed.stderr + completed.stdout
 
 

@@ -1,4 +1,4 @@
-"""Training: masks follow their images, runs are paired and deterministic, interrupted runs resume."""
+"""Training: masks follow their images; runs are paired, deterministic and resumable."""
 
 from __future__ import annotations
 
