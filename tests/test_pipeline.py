@@ -56,7 +56,14 @@ def project(tmp_path_factory) -> Path:
         shutil.copytree(ROOT / name, repo / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    (repo / "params.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    # DVC insists that every declared param is present: start from the shipped file.
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in TINY.items():
+        if isinstance(value, dict):
+            params[key].update(value)
+        else:
+            params[key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("/runs/\n__pycache__/\n")
     _run(["git", "init", "-q"], repo)
     _run(["git", "config", "user.email", "ci@example.com"], repo)
@@ -150,7 +157,7 @@ def test_a_stage_killed_halfway_leaves_no_output_and_the_next_repro_recovers(pro
     assert state.exists(), "the first epoch never completed"
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    leftovers = [p.name for p in (project / "models").iterdir() if p.name.startswith(".")]
+    leftovers = [p.name for p in (project / "models").iterdir() if p.name.endswith(".tmp")]
     assert not (project / "models/baseline.safetensors").exists()
     assert leftovers == []
 
