@@ -102,7 +102,9 @@ def save_tradeoff_plot(path: Path, baseline: dict[str, Any], part: dict[str, Any
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(5, 4))
-    attacks = [(key, label) for key, label in ROWS[1:] if key in baseline and key in part]
+    # Worst case is derived from the attacks and often equals AutoAttack: plotting it would only
+    # hide that point.
+    attacks = [(key, label) for key, label in ROWS[1:-1] if key in baseline and key in part]
     markers = "osD^vP*"
     for (key, label), marker in zip(attacks, markers, strict=False):
         xs = [100 * baseline["natural"], 100 * part["natural"]]
