@@ -154,3 +154,15 @@ def test_default_data_is_the_pipeline_test_set():
     from part.pipeline import TEST_SET
 
     assert Path(DEFAULT_TEST_SET) == TEST_SET
+
+
+def test_info_names_the_versions_and_where_each_data_set_is_found():
+    import torchvision
+
+    result = runner.invoke(app, ["info"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert torch.__version__ in result.output and torchvision.__version__ in result.output
+    for source in ("fashion-mnist", "cifar10", "svhn", "tinyimagenet", "synthetic"):
+        assert f"data: {source}" in result.output
+    if Path("/usr/share/datasets/fashion-mnist").is_dir():
+        assert "/usr/share/datasets/fashion-mnist" in result.output
