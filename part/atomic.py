@@ -1,36 +1,96 @@
-"""Write-then-rename, so an interrupted stage never leaves half a file where a good one was."""
+"""The one way this project writes a file: to a temporary name beside it, then a rename.
+
+A reader never sees half a file, an interrupted write leaves the previous file in place, and a
+file written here gets the mode the umask gives a new file (not mkstemp's owner-only 0600): these
+are shared artefacts (DVC's cache, a team's checkout).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import secrets
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+TEMP_SUFFIX = ".tmp"
 
 
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it goes."""
+def new_file_mode() -> int:
+    """The mode a newly created file gets under the current umask (0644 under umask 022)."""
+    with contextlib.suppress(OSError, ValueError):  # Linux: read the umask without changing it
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    if directory and os.name != "posix":
+        return  # directories cannot be opened for fsync on Windows
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporaries of `path` left by a killed writer (SIGKILL skips every cleanup)."""
+    with contextlib.suppress(OSError):
+        for temp in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"):
+            pid = temp.name[len(path.name) + 2:].split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+                temp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it goes.
+
+    The temporary is fsynced before the rename and the directory after it, so a crash leaves
+    either the old file or the complete new one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
+    _remove_stale_temporaries(path)
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp's 0600 would survive the rename
-        os.replace(tmp, path)
+        yield temp
+        os.chmod(temp, new_file_mode())
+        _fsync(temp)
+        os.replace(temp, path)
+        _fsync(path.parent, directory=True)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with contextlib.suppress(FileNotFoundError):
+            temp.unlink()
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+@contextlib.contextmanager
+def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
+    """Temporaries for several files that appear together: none replaces its file unless every
+    one was written without error."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(path)) for path in paths]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as temp:
+        temp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))

@@ -13,25 +13,23 @@ Nothing is ever unpickled: tensors come back through ``safetensors`` only.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import hashlib
 import json
 import math
 import os
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import nn
 
 from part import __version__
 from part.errors import PartError
+from part.tensorfile import write_safetensors
 from part.models import ModelError, build_model
 
 FORMAT = "part-checkpoint/1"
@@ -140,7 +138,8 @@ def _encode_meta(meta: Mapping[str, Any], where: str) -> dict[str, str]:
                 f"{FORMAT_KEY!r} and {DIGEST_KEY!r}"
             )
         try:
-            encoded[key] = json.dumps(value, allow_nan=False, default=_json_default)
+            encoded[key] = json.dumps(value, allow_nan=False, sort_keys=True,
+                                      default=_json_default)
         except (TypeError, ValueError) as err:
             raise CheckpointError(
                 f"{where}: metadata {key!r}={value!r} is not JSON-encodable ({err}); "
@@ -202,56 +201,6 @@ def _prefixed_cpu_tensors(prefix: str, tensors: Mapping[str, Any], where: str,
     return out
 
 
-def _unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # safetensors refuses tensors that share storage (tied weights, views of one buffer).
-    seen: set[int] = set()
-    for name, tensor in tensors.items():
-        pointer = tensor.untyped_storage().data_ptr()
-        if pointer in seen and tensor.numel() > 0:
-            tensors[name] = tensor.clone()
-        seen.add(pointer)
-    return tensors
-
-
-def _fsync_path(path: Path, directory: bool = False) -> None:
-    if directory and os.name != "posix":
-        return  # directories cannot be opened for fsync on Windows
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _new_file_mode() -> int:
-    """The mode a newly created file gets under the current umask (0644 under umask 022)."""
-    with contextlib.suppress(OSError, ValueError):  # Linux: read the umask without changing it
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _write_atomically(tensors: dict[str, torch.Tensor], path: Path,
-                      metadata: dict[str, str]) -> None:
-    """Write to a temp file beside `path`, fsync, then rename over it: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        save_file(tensors, temp, metadata=metadata)
-        # safetensors creates files 0600; checkpoints are shared artefacts (DVC cache, teams).
-        os.chmod(temp, _new_file_mode())
-        _fsync_path(temp)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        raise
-    _fsync_path(path.parent, directory=True)
-
-
 def save_checkpoint(path: PathLike, model: nn.Module, meta: Mapping[str, Any],
                     extra_tensors: Mapping[str, torch.Tensor] | None = None) -> Path:
     """Atomically write `model`'s state_dict, `extra_tensors` and `meta` to a safetensors file.
@@ -266,12 +215,11 @@ def save_checkpoint(path: PathLike, model: nn.Module, meta: Mapping[str, Any],
     _check_model_matches_meta(model, meta, where)
     tensors = _prefixed_cpu_tensors(MODEL_PREFIX, model.state_dict(), where)
     tensors.update(_prefixed_cpu_tensors(EXTRA_PREFIX, extra_tensors or {}, where))
-    tensors = _unshare(tensors)
     metadata = _encode_meta(meta, where)
     metadata[FORMAT_KEY] = FORMAT
     metadata[DIGEST_KEY] = _tensors_digest(tensors)
     try:
-        _write_atomically(tensors, path, metadata)
+        write_safetensors(path, tensors, metadata)
     except OSError as err:
         raise CheckpointError(f"{where}: {err}; check free disk space and permissions") from err
     return path

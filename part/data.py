@@ -25,7 +25,6 @@ import io
 import json
 import math
 import os
-import secrets
 import shutil
 import tarfile
 import tempfile
@@ -43,7 +42,9 @@ import torch
 from torch import Tensor
 
 from part import __version__
+from part.atomic import atomic_paths
 from part.errors import PartError
+from part.tensorfile import write_safetensors_unguarded
 
 SOURCES = ("fashion-mnist", "cifar10", "svhn", "tinyimagenet", "synthetic")
 SPLITS = ("train", "test")
@@ -826,29 +827,6 @@ def _metadata(dataset: str, split: str, raw: RawSplit, subset: dict | None) -> d
     }
 
 
-def _save_safetensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    save_file(tensors, str(path), metadata=metadata)
-
-
-def _stage_file(final: Path, raw: RawSplit, metadata: dict[str, str]) -> Path:
-    """Write to a temporary name next to `final`; the caller renames it into place."""
-    # A fresh name rather than mkstemp, whose 0600 mode would survive the rename.
-    staged = final.with_name(f".{final.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        tensors = {"images": raw.images.contiguous(), "labels": raw.labels.contiguous()}
-        _save_safetensors(tensors, staged, metadata)
-    except OSError as exc:
-        staged.unlink(missing_ok=True)
-        raise DataError(
-            f"cannot write {final}: {exc}; check free disk space and permissions") from exc
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-    return staged
-
-
 def _take_subset(
     raw: RawSplit, split: str, n: int | None, seed: int
 ) -> tuple[RawSplit, dict | None]:
@@ -902,17 +880,20 @@ def prepare_dataset(
     if splits["test"][0].class_names != class_names:
         raise DataError(f"{dataset}: the train and test splits list different class names; "
                         "the source files come from different releases")
-    out.mkdir(parents=True, exist_ok=True)
-    staged: list[tuple[Path, Path]] = []
+    finals = [out / f"{split}.safetensors" for split in splits]
+    final = out
     try:
-        for split, (raw, subset) in splits.items():
-            final = out / f"{split}.safetensors"
-            staged.append((_stage_file(final, raw, _metadata(dataset, split, raw, subset)), final))
-        for temporary, final in staged:
-            os.replace(temporary, final)
-    finally:
-        for temporary, _ in staged:
-            temporary.unlink(missing_ok=True)
+        # Both files replace the old ones together, or neither does.
+        with atomic_paths(finals) as temporaries:
+            for temporary, final, (split, (raw, subset)) in zip(temporaries, finals,
+                                                                 splits.items()):
+                write_safetensors_unguarded(
+                    temporary, {"images": raw.images, "labels": raw.labels},
+                    _metadata(dataset, split, raw, subset))
+            final = out
+    except OSError as exc:
+        raise DataError(f"cannot write {final}: {exc}; check free disk space and permissions"
+                        ) from exc
     _, channels, size, _ = splits["train"][0].images.shape
     return {
         "dataset": dataset,

@@ -615,12 +615,32 @@ def evaluate_with_params(params: Params, checkpoint: str | Path, data: str | Pat
         expect={"model": params.model, "dataset": params.dataset}, progress=progress)
 
 
-def write_metrics(path: str | Path, metrics: Mapping[str, Any]) -> Path:
-    """The metrics as indented JSON, written to a temp file and renamed over `path`."""
+TIMING_PREFIX = "seconds_"
+
+
+def split_timings(metrics: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(results, timings): wall times differ from run to run, so they stay out of the metrics
+    file, whose bytes must depend only on the code, params and data."""
+    results = {key: value for key, value in metrics.items() if not key.startswith(TIMING_PREFIX)}
+    timings = {key: value for key, value in metrics.items() if key.startswith(TIMING_PREFIX)}
+    return results, timings
+
+
+def _write_json(path: str | Path, content: Mapping[str, Any], what: str) -> Path:
     path = Path(path)
     try:
-        atomic_write_text(path, json.dumps(dict(metrics), indent=2) + "\n")
+        atomic_write_text(path, json.dumps(dict(content), indent=2) + "\n")
     except OSError as error:
-        raise EvaluationError(f"cannot write metrics to {path}: {error}; check the directory "
+        raise EvaluationError(f"cannot write {what} to {path}: {error}; check the directory "
                               "exists or can be created, and its permissions") from None
     return path
+
+
+def write_metrics(path: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """The results as indented JSON, atomically; the timings are left out (see split_timings)."""
+    return _write_json(path, split_timings(metrics)[0], "metrics")
+
+
+def write_timings(path: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """The seconds each attack took, as plain JSON beside (not among) the metrics."""
+    return _write_json(path, split_timings(metrics)[1], "timings")

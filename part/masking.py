@@ -8,13 +8,13 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from part import __version__
-from part.atomic import atomic_path
 from part.cam import cam, importance_mask
 from part.errors import PartError
+from part.tensorfile import write_safetensors
 
 MASK_FORMAT = "part-masks/1"
 
@@ -61,9 +61,11 @@ def save_masks(path: str | Path, masks: Tensor, settings: MaskSettings, source: 
         "important_fraction": json.dumps(float(masks.float().mean())),
         "part_version": __version__,
     }
-    with atomic_path(path) as tmp:
-        save_file({"masks": masks.contiguous().cpu()}, str(tmp), metadata=metadata)
-    return Path(path)
+    try:
+        return write_safetensors(path, {"masks": masks}, metadata)
+    except OSError as error:
+        raise MaskFileError(f"cannot write masks to {path}: {error}; check free disk space and "
+                            "permissions") from None
 
 
 def load_masks(path: str | Path, expected_shape: tuple[int, ...] | None = None) -> Tensor:

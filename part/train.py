@@ -39,6 +39,7 @@ from part.methods import AttackSettings, training_loss
 from part.models import build_model
 from part.params import Params, TrainParams
 from part.progress import RunningMeans
+from part.provenance import code_digest, file_sha256
 from part.ui import console
 
 HISTORY_FIELDS = ("epoch", "run", "lr", "train_loss", "train_adv_acc", "test_natural",
@@ -150,21 +151,16 @@ def _restore_momentum(optimizer: torch.optim.SGD, tensors: dict[str, Tensor]) ->
             optimizer.state[param]["momentum_buffer"] = buffer.to(param.device).clone()
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fingerprint(params: Params, spec: RunSpec, data: TrainData) -> str:
-    """What a resumable state must match: the params, the starting weights, the data."""
+def _fingerprint(params: Params, spec: RunSpec, data: TrainData, device: torch.device) -> str:
+    """What a resumable state must match: the code, the params, the starting weights, the data,
+    the kind of device."""
     parts = {
+        "code": code_digest(),
+        "device": device.type,
         "params": params.to_dict(),
         "run": spec.name,
         "epochs": [spec.first_epoch, spec.last_epoch],
-        "init": _file_sha256(spec.init_checkpoint) if spec.init_checkpoint else None,
+        "init": file_sha256(spec.init_checkpoint) if spec.init_checkpoint else None,
         "n_train": data.images.shape[0],
         "image_shape": list(data.image_shape),
     }
@@ -278,7 +274,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
     history: list[dict[str, Any]] = []
     first = spec.first_epoch
     state_path = state_dir / f"{spec.name}.safetensors"
-    fingerprint = _fingerprint(params, spec, data)
+    fingerprint = _fingerprint(params, spec, data, device)
     resumed = _try_resume(state_path, fingerprint, model, optimizer, device)
     if resumed is not None:
         history, resumed_masks = resumed
@@ -338,6 +334,8 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
     save_checkpoint(out_path, model, checkpoint_meta(params, data, spec, final_epoch),
                     extra_tensors=_momentum_tensors(optimizer))
     write_history(history_path, history)
+    # The outputs now hold this run: a state left behind could only ever resume a finished run.
+    state_path.unlink(missing_ok=True)
     return history
 
 

@@ -16,7 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-import part.checkpoint as checkpoint_module
+import part.tensorfile as tensorfile
 from part import __version__
 from part.checkpoint import (
     REQUIRED_META,
@@ -296,15 +296,15 @@ def test_part_version_defaults_to_this_package(tmp_path: Path) -> None:
 def test_interrupted_save_keeps_the_previous_checkpoint(saved, monkeypatch,
                                                         failure: Exception) -> None:
     path, old_model = saved
-    real_save_file = checkpoint_module.save_file
+    real_write = tensorfile.write_safetensors_unguarded
 
-    def half_written_then_fail(tensors, filename, metadata=None):
-        real_save_file(tensors, filename, metadata=metadata)
+    def half_written_then_fail(filename, tensors, metadata=None):
+        real_write(filename, tensors, metadata)
         data = Path(filename).read_bytes()
         Path(filename).write_bytes(data[: len(data) // 2])
         raise failure
 
-    monkeypatch.setattr(checkpoint_module, "save_file", half_written_then_fail)
+    monkeypatch.setattr(tensorfile, "write_safetensors_unguarded", half_written_then_fail)
     expected_error = CheckpointError if isinstance(failure, OSError) else RuntimeError
     with pytest.raises(expected_error):
         save_checkpoint(path, trained_model(seed=1), make_meta(epoch=4))

@@ -381,15 +381,15 @@ def test_failed_write_leaves_no_partial_file_and_keeps_old_ones(tmp_path, monkey
     out = tmp_path / "prepared"
     prepare_dataset("synthetic", out, train_subset=20, test_subset=10)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    real_save = data._save_safetensors
+    real_save = data.write_safetensors_unguarded
 
-    def disk_full_on_test(tensors, path, metadata):
+    def disk_full_on_test(path, tensors, metadata):
         if metadata["split"] == "train":
-            return real_save(tensors, path, metadata)
+            return real_save(path, tensors, metadata)
         Path(path).write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data, "_save_safetensors", disk_full_on_test)
+    monkeypatch.setattr(data, "write_safetensors_unguarded", disk_full_on_test)
     with pytest.raises(DataError, match="cannot write .*test.safetensors.*No space left"):
         prepare_dataset("synthetic", out, train_subset=40, test_subset=20)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before

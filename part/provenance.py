@@ -1,0 +1,41 @@
+"""Digests that say which computation produced a file: the code, the inputs.
+
+A resume state may only continue the very computation that was interrupted; `code_digest` is its
+key to the code, so a change to any module of the package (an attack, the data pipeline, the
+training loop) makes the stage start over rather than finish the old code's run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from functools import cache
+from pathlib import Path
+
+import torch
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_sources(root: Path = PACKAGE_DIR) -> list[Path]:
+    """The package's Python sources, in a fixed order; bytecode and caches are not sources."""
+    return sorted(path for path in root.rglob("*.py") if "__pycache__" not in path.parts)
+
+
+@cache
+def code_digest() -> str:
+    """sha256 over the relative path and bytes of every package source, and the torch version
+    (another torch may compute another result from the same code)."""
+    digest = hashlib.sha256(f"torch {torch.__version__}\n".encode())
+    for path in package_sources():
+        digest.update(f"{path.relative_to(PACKAGE_DIR).as_posix()}\n".encode())
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
