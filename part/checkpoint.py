@@ -319,6 +319,16 @@ def load_checkpoint(path: PathLike, device: str | torch.device = "cpu", *,
     model = _build_from_meta(path, meta)
     state = {name[len(MODEL_PREFIX):]: tensor for name, tensor in tensors.items()
              if name.startswith(MODEL_PREFIX)}
+    expected = model.state_dict()
+    retyped = [f"{name} is {tensor.dtype}, the model's is {expected[name].dtype}"
+               for name, tensor in sorted(state.items())
+               if name in expected and tensor.dtype != expected[name].dtype]
+    if retyped:  # load_state_dict would cast silently: int or bool weights are not weights
+        raise CheckpointError(
+            f"checkpoint {path}: tensors of the wrong dtype for {meta['model']!r} "
+            f"({'; '.join(retyped[:3])}{'; ...' if len(retyped) > 3 else ''}); "
+            f"{_REBUILD_HINT}"
+        )
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

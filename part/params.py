@@ -295,9 +295,16 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             "(cp configs/cifar10-resnet18.yaml params.yaml) or run from the project root"
         )
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ParamsError(f"{path}: not UTF-8 text ({error}); save it as UTF-8") from None
+    except OSError as error:
+        raise ParamsError(f"{path}: cannot be read ({error.strerror}); check its permissions"
+                          ) from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({error})") from None
+        raise ParamsError(f"{path}: not valid YAML ({error}); fix the line it names") from None
     try:
         return params_from_dict(raw)
     except ParamsError as error:

@@ -37,8 +37,11 @@ def metrics_path(variant: str) -> Path:
     return Path("metrics") / f"{variant}.json"
 
 
-def timings_path(variant: str) -> Path:
-    return Path("timings") / f"{variant}.json"
+TIMINGS_DIR = Path("timings")  # wall times: not results, not declared in dvc.yaml, not in git
+
+
+def timings_path(stage: str, name: str) -> Path:
+    return TIMINGS_DIR / f"{stage}-{name}.json"
 
 
 def check_variant(variant: str) -> None:
@@ -90,6 +93,7 @@ def run_burnin(params: Params, *, show_progress: bool = True) -> list[dict]:
     spec = RunSpec(name="burnin", first_epoch=1, last_epoch=params.burn_in_epochs)
     return train_run(params, spec, data, device, out_path=BURNIN_MODEL,
                      history_path=HISTORY_DIR / "burnin.csv", state_dir=STATE_DIR,
+                     timings_path=timings_path("train", "burnin"),
                      show_progress=show_progress)
 
 
@@ -133,6 +137,7 @@ def run_train(params: Params, variant: str, *, show_progress: bool = True) -> li
                    refresh_every=params.mask.refresh_every if variant == "part" else 0)
     return train_run(params, spec, data, device, out_path=model_path(variant),
                      history_path=HISTORY_DIR / f"{variant}.csv", state_dir=STATE_DIR,
+                     timings_path=timings_path("train", variant),
                      show_progress=show_progress)
 
 
@@ -142,7 +147,7 @@ def run_evaluate(params: Params, variant: str) -> dict:
     check_variant(variant)
     metrics = evaluate_with_params(params, model_path(variant), TEST_SET)
     write_metrics(metrics_path(variant), metrics)
-    write_timings(timings_path(variant), metrics)
+    write_timings(timings_path("evaluate", variant), metrics)
     return metrics
 
 

@@ -42,8 +42,10 @@ from part.progress import RunningMeans
 from part.provenance import code_digest, file_sha256
 from part.ui import console
 
+# Per-epoch results, a DVC plot. Wall times ("seconds") stay out of it, in the timings file:
+# they differ on every run and would make the artifact differ with them.
 HISTORY_FIELDS = ("epoch", "run", "lr", "train_loss", "train_adv_acc", "test_natural",
-                  "test_pgd", "important_fraction", "seconds")
+                  "test_pgd", "important_fraction")
 
 
 @dataclass
@@ -169,10 +171,16 @@ def _fingerprint(params: Params, spec: RunSpec, data: TrainData, device: torch.d
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n",
+                            extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
+
+
+def write_timings(path: Path, run: str, rows: list[dict[str, Any]]) -> None:
+    seconds = {str(row["epoch"]): row["seconds"] for row in rows}
+    atomic_write_text(path, json.dumps({"run": run, "epoch_seconds": seconds}, indent=2) + "\n")
 
 
 def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int) -> dict[str, Any]:
@@ -251,7 +259,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainD
 
 def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.device, *,
               out_path: Path, history_path: Path, state_dir: Path,
-              show_progress: bool = True) -> list[dict[str, Any]]:
+              timings_path: Path | None = None, show_progress: bool = True
+              ) -> list[dict[str, Any]]:
     """Train epochs spec.first_epoch..spec.last_epoch; write the final checkpoint and history."""
     if spec.init_checkpoint is None:
         torch.manual_seed(params.seed)
@@ -334,6 +343,8 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
     save_checkpoint(out_path, model, checkpoint_meta(params, data, spec, final_epoch),
                     extra_tensors=_momentum_tensors(optimizer))
     write_history(history_path, history)
+    if timings_path is not None:
+        write_timings(timings_path, spec.name, history)
     # The outputs now hold this run: a state left behind could only ever resume a finished run.
     state_path.unlink(missing_ok=True)
     return history

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import time
@@ -19,65 +17,23 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = {"prepare", "burnin", "masks", "train@baseline", "train@part", "evaluate@baseline",
-              "evaluate@part", "report"}
-METRIC_KEYS = {"natural", "fgsm", "pgd20", "cw20", "mma", "autoattack",
-               "n_natural", "n_fgsm", "n_pgd20", "n_cw20", "n_mma", "n_autoattack"}
-TINY = {
-    "dataset": "synthetic", "model": "cnn_small", "method": "at", "cam": "gradcam",
-    "mask_rule": "official", "eps": "8/255", "eps_low": "7/255", "epochs": 2,
-    "burn_in_epochs": 1, "seed": 0, "device": "cpu",
-    "data": {"train_subset": 200, "test_subset": 60},
-    "train": {"batch_size": 50, "steps": 2, "step_size": "2/255", "monitor_subset": 30,
-              "monitor_steps": 2},
-    "eval": {"n_autoattack": 6, "batch_size": 60},
-}
+from _project import ALL_STAGES, commit, make_project, ran, run, user_env
 
 pytestmark = pytest.mark.slow
-
-
-def _run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-    return result
-
-
-def _ran(result: subprocess.CompletedProcess) -> set[str]:
-    return set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
+METRIC_KEYS = {"natural", "fgsm", "pgd20", "cw20", "mma", "autoattack",
+               "n_natural", "n_fgsm", "n_pgd20", "n_cw20", "n_mma", "n_autoattack"}
+_run, _ran = run, ran
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("pipeline")
-    for name in ("part", "stages"):
-        shutil.copytree(ROOT / name, repo / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
-    # DVC insists that every declared param is present: start from the shipped file.
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in TINY.items():
-        if isinstance(value, dict):
-            params[key].update(value)
-        else:
-            params[key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / ".gitignore").write_text("/runs/\n__pycache__/\n")
-    _run(["git", "init", "-q"], repo)
-    _run(["git", "config", "user.email", "ci@example.com"], repo)
-    _run(["git", "config", "user.name", "ci"], repo)
-    _run(["dvc", "init", "-q"], repo)
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "commit", "-qm", "tiny pipeline"], repo)
+    repo = make_project(tmp_path_factory.mktemp("pipeline"))
     started = time.perf_counter()
     first = _run(["dvc", "repro"], repo)
     elapsed = time.perf_counter() - started
     assert _ran(first) == ALL_STAGES, first.stdout
     assert elapsed < 180, f"the tiny pipeline took {elapsed:.0f} s"
-    _run(["git", "add", "-A"], repo)
-    _run(["git", "commit", "-qm", "first repro"], repo)
+    commit(repo, "first repro")
     return repo
 
 
@@ -99,6 +55,11 @@ def test_every_declared_output_exists_with_the_metrics_keys(project):
         assert METRIC_KEYS <= metrics.keys()
         assert all(0.0 <= metrics[key] <= 1.0 for key in METRIC_KEYS if not key.startswith("n_"))
         assert metrics["n_natural"] == 60 and metrics["n_autoattack"] == 6
+        # wall times vary run to run: they live beside the metrics, so `dvc metrics diff`
+        # shows only results that changed
+        assert not [key for key in metrics if key.startswith("seconds")]
+        timings = json.loads((project / f"timings/evaluate-{variant}.json").read_text())
+        assert set(timings) == {f"seconds_{key}" for key in metrics["attacks"]}
     report = (project / "reports/results.md").read_text()
     for row in ("Natural", "FGSM", "PGD-20", "CW-inf-20", "MMA", "AutoAttack", "Worst case"):
         assert f"| {row} |" in report
@@ -147,8 +108,7 @@ def test_a_stage_killed_halfway_leaves_no_output_and_the_next_repro_recovers(pro
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     state = project / "runs" / "baseline.safetensors"
     state.unlink(missing_ok=True)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
-    process = subprocess.Popen(["dvc", "repro", "train@baseline"], cwd=project, env=env,
+    process = subprocess.Popen(["dvc", "repro", "train@baseline"], cwd=project, env=user_env(),
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
     deadline = time.monotonic() + 120

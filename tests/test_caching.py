@@ -1,0 +1,170 @@
+"""A cached result must be the result: byte-identical artifacts, no stale resume, complete code
+deps, bytecode kept out of the hashes. A real `dvc repro` of a tiny copy of the project, run as a
+user runs it (bytecode writing on, the copy's own code imported)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from _project import (
+    ALL_STAGES,
+    ROOT,
+    commit,
+    is_up_to_date,
+    locked_outs,
+    make_project,
+    ran,
+    run,
+    user_env,
+)
+
+pytestmark = pytest.mark.slow
+RECORDER = ROOT / "tests" / "_record_imports.py"
+# Two epochs of burn-in and two after it, so that a kill can land between epochs of a stage.
+EPOCHS = {"epochs": 4, "burn_in_epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    repo = make_project(tmp_path_factory.mktemp("caching"), **EPOCHS)
+    first = run(["dvc", "repro"], repo)
+    assert ran(first) == ALL_STAGES, first.stdout
+    commit(repo, "first repro")
+    return repo
+
+
+def _md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _restore(repo: Path) -> None:
+    """Back to the committed code and outputs; everything up to date again."""
+    run(["git", "checkout", "--", "."], repo)
+    run(["dvc", "checkout", "-q", "--force"], repo, check=False)
+    assert is_up_to_date(repo), run(["dvc", "status"], repo).stdout
+
+
+def test_bytecode_written_by_the_run_does_not_dirty_the_cache(project):
+    assert list((project / "part" / "models").glob("__pycache__/*.pyc")), \
+        "the stages ran with bytecode writing off: this test proves nothing"
+    assert is_up_to_date(project), run(["dvc", "status"], project).stdout
+
+
+def test_a_finished_stage_leaves_no_resume_state(project):
+    assert not list((project / "runs").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("stage", ["prepare", "burnin"])
+def test_a_forced_rerun_writes_the_same_bytes_and_dvc_sees_nothing_new(project, stage):
+    before = locked_outs(project)
+    result = run(["dvc", "repro", "--force", "--single-item", stage], project)
+    assert ran(result) == {stage}
+    assert locked_outs(project) == before
+    for path, md5 in before.items():
+        assert _md5(project / path) == md5, path
+    assert is_up_to_date(project), run(["dvc", "status"], project).stdout
+
+
+def _stage_commands(repo: Path) -> dict[str, list[str]]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {name: stage["cmd"].split() for name, stage in lock["stages"].items()}
+
+
+def _declared_code(repo: Path, stage: str) -> set[str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    declared: set[str] = set()
+    for dep in lock["stages"][stage]["deps"]:
+        path = repo / dep["path"]
+        if path.is_dir():
+            declared |= {str(file.relative_to(repo)) for file in path.rglob("*.py")
+                         if "__pycache__" not in file.parts}
+        elif path.suffix == ".py":
+            declared.add(dep["path"])
+    return declared
+
+
+def test_each_stage_declares_exactly_the_project_code_it_executes(project, tmp_path):
+    for stage, command in _stage_commands(project).items():
+        assert command[:3] == ["python", "-m", f"stages.{stage.split('@')[0]}"], command
+        record = tmp_path / f"{stage}.json"
+        run([sys.executable, str(RECORDER), str(record), *command[2:]], project)
+        executed = set(json.loads(record.read_text()))
+        # the copy's own package ran, not an installed checkout's
+        assert "part/__init__.py" in executed, executed
+        declared = _declared_code(project, stage)
+        assert executed == declared, (
+            f"{stage}: executed but not declared {sorted(executed - declared)}; "
+            f"declared but not executed {sorted(declared - executed)}")
+    _restore(project)
+
+
+def _kill_when(process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _start(repo: Path, args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=repo, env=user_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def test_a_code_change_retrains_from_the_first_epoch(project):
+    state = project / "runs" / "burnin.safetensors"
+    process = _start(project, ["dvc", "repro", "--force", "--single-item", "burnin"])
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert state.exists(), "the first burn-in epoch never completed"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    with open(project / "part" / "attacks.py", "a") as source:
+        source.write("\n# a code change\n")
+    result = run(["dvc", "repro", "burnin"], project)
+    output = result.stdout + result.stderr
+    assert "burnin" in ran(result) and "resuming" not in output
+    history = (project / "plots/history/burnin.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2"]
+    assert not state.exists()
+    _restore(project)
+
+
+KILLED_STAGES = ("burnin", "masks", "train@baseline", "train@part", "evaluate@baseline",
+                 "evaluate@part")
+
+
+@pytest.mark.parametrize("stage", KILLED_STAGES)
+def test_sigkill_at_random_points_then_a_rerun_gives_the_same_bytes(project, stage):
+    reference = locked_outs(project)
+    metrics = {path: (project / path).read_bytes() for path in
+               ("metrics/baseline.json", "metrics/part.json")}
+    started = time.monotonic()
+    run(["dvc", "repro", "--force", "--single-item", stage], project)
+    duration = time.monotonic() - started
+    rng = random.Random(f"{stage}-kill-points")
+    for _ in range(2):
+        process = _start(project, ["dvc", "repro", "--force", "--single-item", stage])
+        _kill_when(process, rng.uniform(0.1, 1.0) * duration)
+        run(["dvc", "repro", stage], project)
+        assert locked_outs(project) == reference, stage
+        for path, md5 in reference.items():
+            assert _md5(project / path) == md5, f"{path} after killing {stage}"
+        for path, content in metrics.items():
+            assert (project / path).read_bytes() == content, path
+        assert is_up_to_date(project), run(["dvc", "status"], project).stdout
+    assert not list((project / "runs").glob("*.safetensors"))
