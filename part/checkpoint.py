@@ -29,8 +29,8 @@ from torch import nn
 
 from part import __version__
 from part.errors import PartError
-from part.tensorfile import write_safetensors
 from part.models import ModelError, build_model
+from part.tensorfile import write_safetensors
 
 FORMAT = "part-checkpoint/1"
 FORMAT_KEY = "format"

@@ -881,19 +881,21 @@ def prepare_dataset(
         raise DataError(f"{dataset}: the train and test splits list different class names; "
                         "the source files come from different releases")
     finals = [out / f"{split}.safetensors" for split in splits]
-    final = out
     try:
         # Both files replace the old ones together, or neither does.
         with atomic_paths(finals) as temporaries:
             for temporary, final, (split, (raw, subset)) in zip(temporaries, finals,
-                                                                 splits.items()):
-                write_safetensors_unguarded(
-                    temporary, {"images": raw.images, "labels": raw.labels},
-                    _metadata(dataset, split, raw, subset))
-            final = out
+                                                                 splits.items(), strict=True):
+                try:
+                    write_safetensors_unguarded(
+                        temporary, {"images": raw.images, "labels": raw.labels},
+                        _metadata(dataset, split, raw, subset))
+                except OSError as exc:
+                    raise DataError(f"cannot write {final}: {exc}; check free disk space and "
+                                    "permissions") from exc
     except OSError as exc:
-        raise DataError(f"cannot write {final}: {exc}; check free disk space and permissions"
-                        ) from exc
+        raise DataError(f"cannot write the prepared files in {out}: {exc}; check free disk "
+                        "space and permissions") from exc
     _, channels, size, _ = splits["train"][0].images.shape
     return {
         "dataset": dataset,

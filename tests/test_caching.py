@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from _project import (
     ALL_STAGES,
     ROOT,

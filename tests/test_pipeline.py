@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from _project import ALL_STAGES, commit, make_project, ran, run, user_env
 
 pytestmark = pytest.mark.slow
