@@ -11,7 +11,9 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import yaml
@@ -86,3 +88,24 @@ def locked_outs(repo: Path) -> dict[str, str]:
 def is_up_to_date(repo: Path) -> bool:
     status = run(["dvc", "status"], repo).stdout.strip()
     return status.endswith("up to date.") or status == ""
+
+
+def start(repo: Path, args: list[str]) -> subprocess.Popen:
+    """A command in its own process group, so that a kill takes DVC and the stage with it."""
+    return subprocess.Popen(args, cwd=repo, env=user_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def kill(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def kill_once_written(repo: Path, args: list[str], path: Path, timeout: float = 120) -> None:
+    """Run `args` and SIGKILL it as soon as `path` exists (e.g. the first epoch's state)."""
+    process = start(repo, args)
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    assert path.exists(), f"{' '.join(args)} never wrote {path}"
+    kill(process)

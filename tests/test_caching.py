@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -21,11 +19,13 @@ from _project import (
     ROOT,
     commit,
     is_up_to_date,
+    kill,
+    kill_once_written,
     locked_outs,
     make_project,
     ran,
     run,
-    user_env,
+    start,
 )
 
 pytestmark = pytest.mark.slow
@@ -108,29 +108,18 @@ def test_each_stage_declares_exactly_the_project_code_it_executes(project, tmp_p
     _restore(project)
 
 
-def _kill_when(process: subprocess.Popen, seconds: float) -> None:
+def _kill_after(process: subprocess.Popen, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
+        kill(process)
     process.wait()
-
-
-def _start(repo: Path, args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(args, cwd=repo, env=user_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def test_a_code_change_retrains_from_the_first_epoch(project):
     state = project / "runs" / "burnin.safetensors"
-    process = _start(project, ["dvc", "repro", "--force", "--single-item", "burnin"])
-    deadline = time.monotonic() + 120
-    while not state.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    assert state.exists(), "the first burn-in epoch never completed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_once_written(project, ["dvc", "repro", "--force", "--single-item", "burnin"], state)
 
     with open(project / "part" / "attacks.py", "a") as source:
         source.write("\n# a code change\n")
@@ -157,8 +146,8 @@ def test_sigkill_at_random_points_then_a_rerun_gives_the_same_bytes(project, sta
     duration = time.monotonic() - started
     rng = random.Random(f"{stage}-kill-points")
     for _ in range(2):
-        process = _start(project, ["dvc", "repro", "--force", "--single-item", stage])
-        _kill_when(process, rng.uniform(0.1, 1.0) * duration)
+        process = start(project, ["dvc", "repro", "--force", "--single-item", stage])
+        _kill_after(process, rng.uniform(0.1, 1.0) * duration)
         run(["dvc", "repro", stage], project)
         assert locked_outs(project) == reference, stage
         for path, md5 in reference.items():

@@ -8,15 +8,12 @@ pipeline with their message, and that a stage killed halfway leaves no half-writ
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from _project import ALL_STAGES, commit, make_project, ran, run, user_env
+from _project import ALL_STAGES, commit, kill_once_written, make_project, ran, run
 
 pytestmark = pytest.mark.slow
 METRIC_KEYS = {"natural", "fgsm", "pgd20", "cw20", "mma", "autoattack",
@@ -107,15 +104,7 @@ def test_a_stage_killed_halfway_leaves_no_output_and_the_next_repro_recovers(pro
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     state = project / "runs" / "baseline.safetensors"
     state.unlink(missing_ok=True)
-    process = subprocess.Popen(["dvc", "repro", "train@baseline"], cwd=project, env=user_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not state.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    assert state.exists(), "the first epoch never completed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_once_written(project, ["dvc", "repro", "train@baseline"], state)
     leftovers = [p.name for p in (project / "models").iterdir() if p.name.endswith(".tmp")]
     assert not (project / "models/baseline.safetensors").exists()
     assert leftovers == []
