@@ -30,6 +30,7 @@ from torch import nn
 from part import __version__
 from part.errors import PartError
 from part.models import ModelError, build_model
+from part.provenance import tensors_digest
 from part.tensorfile import write_safetensors
 
 FORMAT = "part-checkpoint/1"
@@ -84,15 +85,6 @@ def params_hash(obj: Any) -> str:
             f"cannot hash params: {err}; use only str keys and JSON values (no NaN/inf)"
         ) from err
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:16]
-
-
-def _tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().to("cpu").contiguous()
-        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -217,7 +209,7 @@ def save_checkpoint(path: PathLike, model: nn.Module, meta: Mapping[str, Any],
     tensors.update(_prefixed_cpu_tensors(EXTRA_PREFIX, extra_tensors or {}, where))
     metadata = _encode_meta(meta, where)
     metadata[FORMAT_KEY] = FORMAT
-    metadata[DIGEST_KEY] = _tensors_digest(tensors)
+    metadata[DIGEST_KEY] = tensors_digest(tensors)
     try:
         write_safetensors(path, tensors, metadata)
     except OSError as err:
@@ -269,7 +261,7 @@ def _read_verified(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]
             tensors = {name: reader.get_tensor(name) for name in reader.keys()}
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{where}: cannot read tensors ({err}); {_REBUILD_HINT}") from err
-    if raw.get(DIGEST_KEY) != _tensors_digest(tensors):
+    if raw.get(DIGEST_KEY) != tensors_digest(tensors):
         raise CheckpointError(
             f"{where}: tensor data does not match its {DIGEST_KEY} (the file is corrupt); "
             f"{_REBUILD_HINT}"

@@ -8,7 +8,9 @@ training loop) makes the stage start over rather than finish the old code's run.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -38,4 +40,14 @@ def code_digest() -> str:
     for path in package_sources():
         digest.update(f"{path.relative_to(PACKAGE_DIR).as_posix()}\n".encode())
         digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()

@@ -39,7 +39,7 @@ from part.methods import AttackSettings, training_loss
 from part.models import build_model
 from part.params import Params, TrainParams
 from part.progress import RunningMeans
-from part.provenance import code_digest, file_sha256
+from part.provenance import code_digest, file_sha256, tensors_digest
 from part.ui import console
 
 # Per-epoch results, a DVC plot. Wall times ("seconds") stay out of it, in the timings file:
@@ -154,8 +154,12 @@ def _restore_momentum(optimizer: torch.optim.SGD, tensors: dict[str, Tensor]) ->
 
 
 def _fingerprint(params: Params, spec: RunSpec, data: TrainData, device: torch.device) -> str:
-    """What a resumable state must match: the code, the params, the starting weights, the data,
-    the kind of device."""
+    """What a resumable state must match: the code, the params, the starting weights and masks,
+    the data's content, the kind of device. Anything else is another computation."""
+    inputs = {"images": data.images, "labels": data.labels,
+              "monitor_images": data.monitor_images, "monitor_labels": data.monitor_labels}
+    if spec.masks is not None:
+        inputs["masks"] = spec.masks
     parts = {
         "code": code_digest(),
         "device": device.type,
@@ -163,8 +167,7 @@ def _fingerprint(params: Params, spec: RunSpec, data: TrainData, device: torch.d
         "run": spec.name,
         "epochs": [spec.first_epoch, spec.last_epoch],
         "init": file_sha256(spec.init_checkpoint) if spec.init_checkpoint else None,
-        "n_train": data.images.shape[0],
-        "image_shape": list(data.image_shape),
+        "inputs": tensors_digest(inputs),
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -95,7 +95,8 @@ def _retyped_with_a_valid_digest(rng: random.Random, path: Path, out: Path) -> N
     """A well-formed checkpoint whose tensors no longer fit its model: wrong dtype or shape."""
     from safetensors import safe_open
 
-    from part.checkpoint import DIGEST_KEY, _tensors_digest
+    from part.checkpoint import DIGEST_KEY
+    from part.provenance import tensors_digest
 
     with safe_open(path, framework="pt") as reader:
         metadata = dict(reader.metadata())
@@ -109,7 +110,7 @@ def _retyped_with_a_valid_digest(rng: random.Random, path: Path, out: Path) -> N
     else:
         tensors[name] = torch.zeros([*tensor.shape[:-1], tensor.shape[-1] + 1]
                                     if tensor.dim() else [2])
-    metadata[DIGEST_KEY] = _tensors_digest(tensors)
+    metadata[DIGEST_KEY] = tensors_digest(tensors)
     write_safetensors(out, tensors, metadata)
 
 

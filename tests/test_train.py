@@ -83,15 +83,36 @@ def burnin(tmp_path_factory):
     return root / "burnin.safetensors"
 
 
-def _continue(params, burnin_path, root, name, masks=None, refresh_every=0):
+def _continue(params, burnin_path, root, name, masks=None, refresh_every=0, data=None):
     spec = RunSpec(name, 2, params.epochs, init_checkpoint=burnin_path, masks=masks,
                    mask_settings=MaskSettings("gradcam", "quantile", 0.5, 64),
                    refresh_every=refresh_every)
     out = root / f"{name}.safetensors"
-    history = train_run(params, spec, _tiny_data(), CPU, out_path=out,
-                        history_path=root / f"{name}.csv", state_dir=root / "runs",
-                        show_progress=False)
+    history = train_run(params, spec, data if data is not None else _tiny_data(), CPU,
+                        out_path=out, history_path=root / f"{name}.csv",
+                        state_dir=root / "runs", show_progress=False)
     return out, history
+
+
+def _interrupt_after_first_epoch(monkeypatch, params, burnin_path, root, name, **kwargs) -> None:
+    """Run until epoch 2 is checkpointed, then die in epoch 3: a resume state is left."""
+    import part.train as train_module
+
+    real_monitor = train_module.monitor_accuracy
+    calls = {"n": 0}
+
+    def monitor_then_die(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_monitor(*args, **kw)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "monitor_accuracy", monitor_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            _continue(params, burnin_path, root, name, **kwargs)
+    assert not (root / f"{name}.safetensors").exists()
+    assert (root / "runs" / f"{name}.safetensors").exists()
 
 
 def test_part_with_eps_low_equal_to_eps_is_exactly_the_baseline(burnin, tmp_path):
@@ -121,41 +142,49 @@ def test_training_is_deterministic_on_the_cpu(burnin, tmp_path):
 
 def test_an_interrupted_run_resumes_from_its_last_completed_epoch(burnin, tmp_path, monkeypatch):
     params = _tiny_params()
+    masks = torch.ones(96, 1, 32, 32, dtype=torch.bool)
     reference, reference_history = _continue(params, burnin, tmp_path / "whole", "part",
-                                             masks=torch.ones(96, 1, 32, 32, dtype=torch.bool),
-                                             refresh_every=1)
-
-    import part.train as train_module
-
-    real_monitor = train_module.monitor_accuracy
-    calls = {"n": 0}
-
-    def monitor_then_die(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:  # during epoch 3, after epoch 2 was checkpointed
-            raise KeyboardInterrupt
-        return real_monitor(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "monitor_accuracy", monitor_then_die)
+                                             masks=masks, refresh_every=1)
     root = tmp_path / "interrupted"
-    with pytest.raises(KeyboardInterrupt):
-        _continue(params, burnin, root, "part", masks=torch.ones(96, 1, 32, 32, dtype=torch.bool),
-                  refresh_every=1)
-    assert not (root / "part.safetensors").exists()
-    assert (root / "runs" / "part.safetensors").exists()
-
-    monkeypatch.setattr(train_module, "monitor_accuracy", real_monitor)
-    resumed, history = _continue(params, burnin, root, "part",
-                                 masks=torch.ones(96, 1, 32, 32, dtype=torch.bool),
+    _interrupt_after_first_epoch(monkeypatch, params, burnin, root, "part", masks=masks,
                                  refresh_every=1)
+    resumed, history = _continue(params, burnin, root, "part", masks=masks, refresh_every=1)
     assert [row["epoch"] for row in history] == [2, 3]
     _assert_same_weights(reference, resumed)
     assert [r["test_pgd"] for r in history] == [r["test_pgd"] for r in reference_history]
+    # the outputs hold the finished run: no state is left that could resume it again
+    assert not (root / "runs" / "part.safetensors").exists()
 
 
-def test_a_resume_state_from_other_params_is_not_used(burnin, tmp_path):
-    first, _ = _continue(_tiny_params(), burnin, tmp_path, "baseline")
-    kept = {name: tensor.clone() for name, tensor in _state(first).items()}
-    second, history = _continue(_tiny_params(seed=4), burnin, tmp_path, "baseline")
+def _other_images(data: TrainData) -> TrainData:
+    """The same number and shape of images, other content (a data file replaced in place)."""
+    return TrainData(images=255 - data.images, labels=data.labels,
+                     monitor_images=data.monitor_images, monitor_labels=data.monitor_labels,
+                     dataset=data.dataset, num_classes=data.num_classes)
+
+
+@pytest.mark.parametrize("change", ["params", "data", "code"])
+def test_a_resume_state_of_another_computation_is_not_used(burnin, tmp_path, monkeypatch,
+                                                           change):
+    """A state left by an interrupted run, then a change of params, data content or code: the
+    state is not resumed, and the run ends exactly like one that never saw it."""
+    import part.train as train_module
+
+    params, data = _tiny_params(), _tiny_data()
+    changed_params = _tiny_params(seed=4) if change == "params" else params
+    changed_data = _other_images(data) if change == "data" else data
+    fresh, _ = _continue(changed_params, burnin, tmp_path / "fresh", "baseline",
+                         data=changed_data)
+
+    root = tmp_path / "stale"
+    _interrupt_after_first_epoch(monkeypatch, params, burnin, root, "baseline", data=data)
+    if change == "code":
+        monkeypatch.setattr(train_module, "code_digest", lambda: "another version of part/")
+    resumed = []
+    real_try_resume = train_module._try_resume
+    monkeypatch.setattr(train_module, "_try_resume",
+                        lambda *args: resumed.append(real_try_resume(*args)) or resumed[-1])
+    rerun, history = _continue(changed_params, burnin, root, "baseline", data=changed_data)
+    assert resumed == [None]
     assert [row["epoch"] for row in history] == [2, 3]
-    assert not torch.equal(kept["fc.weight"], _state(second)["fc.weight"])
+    _assert_same_weights(fresh, rerun)
