@@ -182,8 +182,12 @@ def test_a_resume_state_of_another_computation_is_not_used(burnin, tmp_path, mon
         monkeypatch.setattr(train_module, "code_digest", lambda: "another version of part/")
     resumed = []
     real_try_resume = train_module._try_resume
-    monkeypatch.setattr(train_module, "_try_resume",
-                        lambda *args: resumed.append(real_try_resume(*args)) or resumed[-1])
+
+    def recording_try_resume(*args):
+        resumed.append(real_try_resume(*args))
+        return resumed[-1]
+
+    monkeypatch.setattr(train_module, "_try_resume", recording_try_resume)
     rerun, history = _continue(changed_params, burnin, root, "baseline", data=changed_data)
     assert resumed == [None]
     assert [row["epoch"] for row in history] == [2, 3]
