@@ -48,6 +48,8 @@ __all__ = [
     "AUTOATTACK_SUBATTACKS",
     "EvaluationError",
     "MMA_TOP_K",
+    "Metrics",
+    "OUTCOMES_FORMAT",
     "attack_correctness",
     "evaluate_checkpoint",
     "evaluate_model",
@@ -55,12 +57,26 @@ __all__ = [
     "parse_attacks",
     "worst_case_correctness",
     "write_metrics",
+    "write_outcomes",
 ]
 
 MMA_TOP_K = 3  # the paper's code attacks the 3 most likely wrong classes
 AUTOATTACK_SUBATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
 AUTOATTACK_MAX_TARGETS = 9  # the standard version's APGD-T / FAB-T target count
 AUTOATTACK_MIN_CLASSES = 4  # APGD-T's targeted DLR loss reads the 4th-largest logit
+
+OUTCOMES_FORMAT = "part-outcomes/1"
+
+
+class Metrics(dict):
+    """The metrics dict, carrying the per-example outcomes it was counted from: `outcomes[key]`
+    is a bool tensor [n_<key>] on the CPU, true where the model classifies that test example
+    (the first n_<key> of the set, in order) correctly under that attack; also `worst_case`."""
+
+    def __init__(self, *args: Any, outcomes: Mapping[str, Tensor] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.outcomes: dict[str, Tensor] = dict(outcomes or {})
+
 
 Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
 Advance = Callable[[int], None]
@@ -511,7 +527,8 @@ def evaluate_model(
             seconds[name] = time.perf_counter() - started
 
     worst = worst_case_correctness(correct)
-    metrics: dict[str, Any] = {}
+    outcomes = {name: vector.cpu() for name, vector in correct.items()}
+    metrics = Metrics(outcomes={**outcomes, "worst_case": worst.cpu()})
     for name in names:
         metrics[name] = float(correct[name].sum()) / counts[name]
         metrics[f"n_{name}"] = counts[name]
@@ -599,8 +616,9 @@ def evaluate_checkpoint(
                              batch_size=batch_size, seed=seed, device=device, progress=progress)
     provenance = {key: meta.get(key) for key in ("model", "method", "dataset", "eps_low",
                                                  "epoch")}
-    return {**metrics, **provenance, "train_eps": meta.get("eps"),
-            "checkpoint": str(checkpoint), "data": str(data)}
+    return Metrics({**metrics, **provenance, "train_eps": meta.get("eps"),
+                    "checkpoint": str(checkpoint), "data": str(data)},
+                   outcomes=metrics.outcomes)
 
 
 def evaluate_with_params(params: Params, checkpoint: str | Path, data: str | Path, *,
@@ -639,6 +657,26 @@ def _write_json(path: str | Path, content: Mapping[str, Any], what: str) -> Path
 def write_metrics(path: str | Path, metrics: Mapping[str, Any]) -> Path:
     """The results as indented JSON, atomically; the timings are left out (see split_timings)."""
     return _write_json(path, split_timings(metrics)[0], "metrics")
+
+
+def write_outcomes(path: str | Path, metrics: Metrics) -> Path:
+    """metrics.outcomes as bool tensors named by their metrics keys, canonically and atomically,
+    so that paired statistics (McNemar) never need the attacks to run again."""
+    from part.tensorfile import write_safetensors
+
+    missing = [key for key in metrics.outcomes if f"n_{key}" not in metrics]
+    if missing or not metrics.outcomes:
+        raise EvaluationError(f"no per-example outcomes for {missing or 'any attack'}; these "
+                              "metrics did not come from evaluate_model")
+    meta = {"format": OUTCOMES_FORMAT, "checkpoint": str(metrics.get("checkpoint", "")),
+            "data": str(metrics.get("data", "")),
+            "order": "the first n_<key> examples of the test set, in order"}
+    try:
+        return write_safetensors(path, {key: vector.contiguous()
+                                        for key, vector in metrics.outcomes.items()}, meta)
+    except OSError as error:
+        raise EvaluationError(f"cannot write outcomes to {path}: {error}; check the directory "
+                              "and its permissions") from None
 
 
 def write_timings(path: str | Path, metrics: Mapping[str, Any]) -> Path:

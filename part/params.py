@@ -27,6 +27,10 @@ LR_SCHEDULES = ("official", "piecewise")
 AUGMENTATIONS = ("auto", "none", "crop_flip")
 DEVICES = ("auto", "cpu", "cuda")
 ATTACKS = ("natural", "fgsm", "pgd20", "cw20", "mma", "autoattack")
+# What the pipeline trains: the base method, PART, and the two controls that separate *where*
+# PART keeps eps from *how much* budget it spends (see part/variants.py).
+VARIANTS = ("baseline", "part", "uniform_matched", "random_mask")
+BASELINE = "baseline"
 
 _FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
 
@@ -64,6 +68,7 @@ class DataParams:
     root: str | None = None  # a local copy of the source data set; None searches the defaults
     train_subset: int | None = None  # seeded, class-balanced subset of the training split
     test_subset: int | None = None
+    seed: int = 0  # picks the subsets (and the monitor examples): the same for every training seed
     download: bool = True  # try a download where the data set is missing and a network exists
 
 
@@ -114,7 +119,9 @@ class Params:
     eps_low: float = 0.0875
     epochs: int = 10
     burn_in_epochs: int = 3
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # one burn-in, masks and set of variants per seed
+    variants: tuple[str, ...] = ("baseline", "part")
+    seed: int = 0  # the seed of the run at hand: one of `seeds`, set by the stage (for_seed)
     device: str = "auto"
     data: DataParams = field(default_factory=DataParams)
     mask: MaskParams = field(default_factory=MaskParams)
@@ -131,6 +138,20 @@ class Params:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def for_seed(self, seed: int) -> Params:
+        """These params for one of `seeds` (the stages take the seed from their command line)."""
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed not in self.seeds:
+            raise ParamsError(f"seed {seed!r} is not in seeds ({list(self.seeds)}); add it to "
+                              "`seeds` in params.yaml")
+        return dataclasses.replace(self, seed=seed)
+
+    def run_dict(self) -> dict[str, Any]:
+        """The params that decide one run's result: the lists of seeds and variants only say
+        which runs exist, so adding a seed or a variant changes no other run."""
+        tree = self.to_dict()
+        del tree["seeds"], tree["variants"]
+        return tree
 
     def section_hash(self, *keys: str) -> str:
         """A short hash of the named params, for checkpoint provenance."""
@@ -169,7 +190,7 @@ _POSITIVE_INTS = {
     "data.test_subset",
     "eval.n",
 }
-_NON_NEGATIVE_INTS = {"seed", "mask.refresh_every", "train.steps", "train.monitor_steps",
+_NON_NEGATIVE_INTS = {"seed", "data.seed", "mask.refresh_every", "train.steps", "train.monitor_steps",
                       "eval.steps", "eval.seed"}
 _NON_NEGATIVE_FLOATS = {"train.lr", "train.momentum", "train.weight_decay", "train.beta",
                         "train.lr_gamma"}
@@ -198,6 +219,26 @@ def _convert(key: str, value: Any, annotation: str) -> Any:
             raise ParamsError(
                 f"eval.attacks: unknown {', '.join(unknown)}; allowed: {', '.join(ATTACKS)}"
             )
+        return items
+    if key == "seeds":
+        if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value
+        ) or len(set(value)) != len(value):
+            raise ParamsError(f"seeds: give a list of distinct whole numbers >= 0 such as "
+                              f"[0, 1, 2], got {value!r}")
+        return tuple(value)
+    if key == "variants":
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not items:
+            raise ParamsError(f"variants: give a list drawn from {', '.join(VARIANTS)}")
+        items = tuple(str(item).strip() for item in items)
+        unknown = [item for item in items if item not in VARIANTS]
+        if unknown:
+            raise ParamsError(f"variants: unknown {', '.join(unknown)}; allowed: "
+                              f"{', '.join(VARIANTS)}")
+        if BASELINE not in items or len(set(items)) != len(items):
+            raise ParamsError(f"variants: list each variant once and include {BASELINE} (every "
+                              f"comparison is paired with it), got {list(items)}")
         return items
     if key == "train.lr_milestones":
         if not isinstance(value, (list, tuple)) or not all(
@@ -240,7 +281,10 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     if not isinstance(raw, Mapping):
         where = prefix.rstrip(".") or "params"
         raise ParamsError(f"{where}: expected a mapping of keys, got {raw!r}")
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name: f for f in fields(cls) if (cls, f.name) not in _INTERNAL}
+    if cls is Params and "seed" in raw:
+        raise ParamsError("seed: replaced by `seeds`, a list (one run per seed); write "
+                          f"seeds: [{raw['seed']}] instead")
     unknown = sorted(set(raw) - set(known))
     if unknown:
         where = prefix.rstrip(".") or "the top level"
@@ -259,6 +303,8 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
     return cls(**values)
 
 
+# Set by the code, not read from params.yaml.
+_INTERNAL = {(Params, "seed")}
 _SECTIONS = {"data": DataParams, "mask": MaskParams, "train": TrainParams, "eval": EvalParams}
 
 
@@ -283,6 +329,7 @@ def _check_relations(p: Params) -> None:
 
 def params_from_dict(raw: Mapping[str, Any] | None) -> Params:
     params = _build(Params, raw or {}, "")
+    params = dataclasses.replace(params, seed=params.seeds[0])
     _check_relations(params)
     return params
 

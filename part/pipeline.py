@@ -7,11 +7,13 @@ compares the two): a change to the evaluation code does not invalidate the train
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from part.errors import PartError
-from part.params import Params
+from part.params import BASELINE, VARIANTS, Params
 from part.ui import console
 
 if TYPE_CHECKING:
@@ -21,32 +23,96 @@ if TYPE_CHECKING:
 PREPARED_DIR = Path("data/prepared")
 TRAIN_SET = PREPARED_DIR / "train.safetensors"
 TEST_SET = PREPARED_DIR / "test.safetensors"
-BURNIN_MODEL = Path("models/burnin.safetensors")
-MASKS_FILE = Path("masks/burnin.safetensors")
-MASK_GALLERY = Path("masks/gallery.png")
 HISTORY_DIR = Path("plots/history")
 STATE_DIR = Path("runs")
-VARIANTS = ("baseline", "part")
-
-
-def model_path(variant: str) -> Path:
-    return Path("models") / f"{variant}.safetensors"
-
-
-def metrics_path(variant: str) -> Path:
-    return Path("metrics") / f"{variant}.json"
-
-
+BUDGETS_DIR = Path("budgets")
 TIMINGS_DIR = Path("timings")  # wall times: not results, not declared in dvc.yaml, not in git
+REPORT = Path("reports/results.md")
+STUDY = Path("reports/study.json")
+TRADEOFF_PLOT = Path("reports/accuracy_robustness.png")
+
+# Every file of a seed carries it in its name: <variant>-<seed> (see the README's "Seeds and
+# variants"), whether one seed is run or many.
+
+
+def run_name(variant: str, seed: int) -> str:
+    return f"{variant}-{seed}"
+
+
+def burnin_path(seed: int) -> Path:
+    return Path("models") / f"burnin-{seed}.safetensors"
+
+
+def masks_path(seed: int) -> Path:
+    return Path("masks") / f"burnin-{seed}.safetensors"
+
+
+def gallery_path(seed: int) -> Path:
+    return Path("masks") / f"gallery-{seed}.png"
+
+
+def model_path(variant: str, seed: int) -> Path:
+    return Path("models") / f"{run_name(variant, seed)}.safetensors"
+
+
+def metrics_path(variant: str, seed: int) -> Path:
+    return Path("metrics") / f"{run_name(variant, seed)}.json"
+
+
+def outcomes_path(variant: str, seed: int) -> Path:
+    return Path("metrics") / f"{run_name(variant, seed)}.outcomes.safetensors"
+
+
+def history_path(name: str) -> Path:
+    return HISTORY_DIR / f"{name}.csv"
+
+
+def budget_spec_path(variant: str) -> Path:
+    return BUDGETS_DIR / f"{variant}.json"
 
 
 def timings_path(stage: str, name: str) -> Path:
     return TIMINGS_DIR / f"{stage}-{name}.json"
 
 
-def check_variant(variant: str) -> None:
+def check_variant(variant: str, params: Params) -> None:
     if variant not in VARIANTS:
         raise PartError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    if variant not in params.variants:
+        raise PartError(f"variant {variant!r} is not in `variants` ({', '.join(params.variants)})"
+                        " in params.yaml; add it there")
+
+
+def budget_spec(params: Params, variant: str) -> dict[str, Any]:
+    """The settings that make `variant`'s budget, beyond those every run shares: none for the
+    baseline, so that its file (and so its training) ignores eps_low and the CAM settings."""
+    if variant == BASELINE:
+        return {"variant": variant}
+    return {"variant": variant, "eps_low": params.eps_low, "cam": params.cam,
+            "mask_rule": params.mask_rule, "mask": dataclasses.asdict(params.mask)}
+
+
+def _spec_text(params: Params, variant: str) -> str:
+    return json.dumps(budget_spec(params, variant), indent=2, sort_keys=True) + "\n"
+
+
+def run_budgets(params: Params) -> list[Path]:
+    """budgets/<variant>.json for every variant: the train stages depend on their own file rather
+    than on the CAM params, which DVC cannot give to some items of a matrix and not others."""
+    from part.atomic import atomic_write_text
+
+    paths = []
+    for variant in VARIANTS:
+        atomic_write_text(budget_spec_path(variant), _spec_text(params, variant))
+        paths.append(budget_spec_path(variant))
+    return paths
+
+
+def _check_budget_spec(params: Params, variant: str) -> None:
+    path = budget_spec_path(variant)
+    if not path.is_file() or path.read_text() != _spec_text(params, variant):
+        raise PartError(f"{path} does not match params.yaml; run `dvc repro budgets` (or "
+                        "`dvc repro`) so that the training stages see the current settings")
 
 
 def mask_settings(params: Params) -> MaskSettings:
@@ -61,7 +127,7 @@ def run_prepare(params: Params) -> dict:
 
     summary = prepare_dataset(params.dataset, PREPARED_DIR, root=params.data.root,
                               train_subset=params.data.train_subset,
-                              test_subset=params.data.test_subset, seed=params.seed,
+                              test_subset=params.data.test_subset, seed=params.data.seed,
                               download=params.data.download)
     console.print(f"prepared {params.dataset}: {summary}")
     return summary
@@ -78,7 +144,7 @@ def load_train_data(params: Params, device) -> TrainData:
             f"{TRAIN_SET} holds {train.meta['dataset']!r} but params.yaml asks for "
             f"{params.dataset!r}; run `dvc repro prepare`"
         )
-    chosen = monitor_subset(test.labels, params.train.monitor_subset, params.seed)
+    chosen = monitor_subset(test.labels, params.train.monitor_subset, params.data.seed)
     return TrainData(images=train.images, labels=train.labels,
                      monitor_images=test.images[chosen], monitor_labels=test.labels[chosen],
                      dataset=params.dataset, num_classes=int(train.meta["num_classes"]))
@@ -90,14 +156,16 @@ def run_burnin(params: Params, *, show_progress: bool = True) -> list[dict]:
 
     device = resolve_device(params.device)
     data = load_train_data(params, device)
-    spec = RunSpec(name="burnin", first_epoch=1, last_epoch=params.burn_in_epochs)
-    return train_run(params, spec, data, device, out_path=BURNIN_MODEL,
-                     history_path=HISTORY_DIR / "burnin.csv", state_dir=STATE_DIR,
-                     timings_path=timings_path("train", "burnin"),
-                     show_progress=show_progress)
+    name = run_name("burnin", params.seed)
+    spec = RunSpec(name=name, first_epoch=1, last_epoch=params.burn_in_epochs)
+    return train_run(params, spec, data, device, out_path=burnin_path(params.seed),
+                     history_path=history_path(name), state_dir=STATE_DIR,
+                     timings_path=timings_path("train", name), show_progress=show_progress)
 
 
 def run_masks(params: Params) -> float:
+    """The burn-in model's masks and a gallery of them, to inspect; training computes the same
+    masks itself from the same weights, so it does not wait for (or depend on) this file."""
     from part.checkpoint import load_checkpoint
     from part.data import load_prepared
     from part.device import resolve_device
@@ -106,13 +174,14 @@ def run_masks(params: Params) -> float:
 
     device = resolve_device(params.device)
     train = load_prepared(TRAIN_SET, device=device)
-    model, _ = load_checkpoint(BURNIN_MODEL, device=device, expect={
+    source = burnin_path(params.seed)
+    model, _ = load_checkpoint(source, device=device, expect={
         "model": params.model, "in_channels": train.images.shape[1],
         "image_size": train.images.shape[2], "num_classes": int(train.meta["num_classes"])})
     settings = mask_settings(params)
     masks = compute_masks(model, train.images, settings)
-    save_masks(MASKS_FILE, masks, settings, source=str(BURNIN_MODEL))
-    save_mask_gallery(MASK_GALLERY, train.images[:16].cpu(), masks[:16].cpu(),
+    save_masks(masks_path(params.seed), masks, settings, source=str(source))
+    save_mask_gallery(gallery_path(params.seed), train.images[:16].cpu(), masks[:16].cpu(),
                       train.labels[:16].cpu(), train.meta["class_names"],
                       title=f"{params.cam} / {params.mask_rule}")
     fraction = float(masks.float().mean())
@@ -122,44 +191,42 @@ def run_masks(params: Params) -> float:
 
 def run_train(params: Params, variant: str, *, show_progress: bool = True) -> list[dict]:
     from part.device import resolve_device
-    from part.masking import load_masks
     from part.train import RunSpec, train_run
+    from part.variants import uses_cam
 
-    check_variant(variant)
+    check_variant(variant, params)
+    _check_budget_spec(params, variant)
     device = resolve_device(params.device)
     data = load_train_data(params, device)
-    masks = None
-    if variant == "part":
-        masks = load_masks(MASKS_FILE, expected_shape=tuple(data.images.shape))
-    spec = RunSpec(name=variant, first_epoch=params.burn_in_epochs + 1, last_epoch=params.epochs,
-                   init_checkpoint=BURNIN_MODEL, masks=masks,
-                   mask_settings=mask_settings(params) if variant == "part" else None,
-                   refresh_every=params.mask.refresh_every if variant == "part" else 0)
-    return train_run(params, spec, data, device, out_path=model_path(variant),
-                     history_path=HISTORY_DIR / f"{variant}.csv", state_dir=STATE_DIR,
-                     timings_path=timings_path("train", variant),
-                     show_progress=show_progress)
+    name = run_name(variant, params.seed)
+    reweighted = uses_cam(variant)
+    spec = RunSpec(name=name, variant=variant, first_epoch=params.burn_in_epochs + 1,
+                   last_epoch=params.epochs, init_checkpoint=burnin_path(params.seed),
+                   mask_settings=mask_settings(params) if reweighted else None,
+                   refresh_every=params.mask.refresh_every if reweighted else 0)
+    return train_run(params, spec, data, device, out_path=model_path(variant, params.seed),
+                     history_path=history_path(name), state_dir=STATE_DIR,
+                     timings_path=timings_path("train", name), show_progress=show_progress)
 
 
 def run_evaluate(params: Params, variant: str) -> dict:
-    from part.evaluate import evaluate_with_params, write_metrics, write_timings
+    from part.evaluate import evaluate_with_params, write_metrics, write_outcomes, write_timings
 
-    check_variant(variant)
-    metrics = evaluate_with_params(params, model_path(variant), TEST_SET)
-    write_metrics(metrics_path(variant), metrics)
-    write_timings(timings_path("evaluate", variant), metrics)
+    check_variant(variant, params)
+    name = run_name(variant, params.seed)
+    metrics = evaluate_with_params(params, model_path(variant, params.seed), TEST_SET)
+    write_outcomes(outcomes_path(variant, params.seed), metrics)
+    write_metrics(metrics_path(variant, params.seed), metrics)
+    write_timings(timings_path("evaluate", name), metrics)
     return metrics
 
 
-REPORT = Path("reports/results.md")
-TRADEOFF_PLOT = Path("reports/accuracy_robustness.png")
-
-
 def run_report(params: Params) -> Path:
-    from part.report import read_metrics, write_report
+    from part.report import write_report
+    from part.study import load_study_inputs, study
 
-    baseline = read_metrics(metrics_path("baseline"))
-    part = read_metrics(metrics_path("part"))
-    path = write_report(REPORT, TRADEOFF_PLOT, baseline, part, params)
-    console.print(f"wrote {path} and {TRADEOFF_PLOT}")
+    inputs = load_study_inputs(params.seeds, params.variants, metrics_path, outcomes_path)
+    summary = study(inputs, params.seeds, params.variants)
+    path = write_report(REPORT, STUDY, TRADEOFF_PLOT, summary, params)
+    console.print(f"wrote {path}, {STUDY} and {TRADEOFF_PLOT}")
     return path

@@ -1,4 +1,8 @@
-"""reports/results.md: baseline against PART, attack by attack, with deltas and the settings."""
+"""reports/: the study as JSON, tables of every variant against the baseline, and a plot.
+
+Accuracies are given with their n; differences are paired (the same seed, the same test
+examples), with a 95% Student-t interval over seeds and the exact McNemar p-value of each seed.
+"""
 
 from __future__ import annotations
 
@@ -9,52 +13,90 @@ from typing import Any
 
 from part.atomic import atomic_path, atomic_write_text
 from part.errors import PartError
-from part.params import Params
+from part.params import BASELINE, Params
 
-ROWS = (("natural", "Natural"), ("fgsm", "FGSM"), ("pgd20", "PGD-20"), ("cw20", "CW-inf-20"),
-        ("mma", "MMA"), ("autoattack", "AutoAttack"), ("worst_case", "Worst case"))
+LABELS = {"natural": "Natural", "fgsm": "FGSM", "pgd20": "PGD-20", "cw20": "CW-inf-20",
+          "mma": "MMA", "autoattack": "AutoAttack", "worst_case": "Worst case"}
 FAMILY = {"at": "PART", "trades": "PART-T", "mart": "PART-M"}
 BASE = {"at": "AT", "trades": "TRADES", "mart": "MART"}
+VARIANT_NOTES = {
+    "baseline": "the base method, uniform eps",
+    "part": "eps on the CAM mask, eps_low elsewhere",
+    "uniform_matched": "uniform eps equal to PART's mean budget",
+    "random_mask": "PART's per-image counts of eps elements at random places",
+}
 
 
 class ReportError(PartError):
     pass
 
 
-def read_metrics(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ReportError(f"{path}: no metrics file; run `dvc repro` to evaluate the models first")
-    try:
-        metrics = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ReportError(f"{path}: not valid JSON ({error}); rerun its evaluate stage") from None
-    if not isinstance(metrics, dict) or "natural" not in metrics:
-        raise ReportError(f"{path}: no `natural` accuracy in it; rerun its evaluate stage")
-    return metrics
+def _points(value: float) -> str:
+    return f"{100 * value:.2f}"
 
 
-def _percent(value: float | None) -> str:
-    return "–" if value is None else f"{100 * value:.2f}"
+def _signed(value: float) -> str:
+    return f"{100 * value:+.2f}"
 
 
-def _delta(base: float | None, ours: float | None) -> str:
-    if base is None or ours is None:
-        return "–"
-    return f"{100 * (ours - base):+.2f}"
+def _interval(bounds: list[float] | None, signed: bool = False) -> str:
+    if bounds is None:
+        return ""
+    show = _signed if signed else _points
+    return f" [{show(bounds[0])}, {show(bounds[1])}]"
 
 
-def results_table(baseline: dict[str, Any], part: dict[str, Any], params: Params) -> str:
-    base_name = BASE[params.method]
-    ours_name = FAMILY[params.method]
-    lines = [f"| accuracy (%) | {base_name} | {ours_name} | delta | n |",
-             "|---|---:|---:|---:|---:|"]
-    for key, label in ROWS:
-        if key not in baseline and key not in part:
-            continue
-        n = part.get(f"n_{key}", baseline.get(f"n_{key}", ""))
-        lines.append(f"| {label} | {_percent(baseline.get(key))} | {_percent(part.get(key))} | "
-                     f"{_delta(baseline.get(key), part.get(key))} | {n} |")
+def _n(summary: dict[str, Any]) -> str:
+    n = summary["n"]
+    return str(n) if isinstance(n, int) else ", ".join(f"{k}: {v}" for k, v in n.items())
+
+
+def accuracy_table(study: dict[str, Any]) -> str:
+    """Mean accuracy over seeds (± sample std), or for one seed its Wilson 95% interval."""
+    variants = list(study["variants"])
+    one_seed = len(study["seeds"]) == 1
+    lines = ["| accuracy (%) | " + " | ".join(variants) + " | n per seed |",
+             "|---|" + "---:|" * len(variants) + "---:|"]
+    for attack in study["attacks"]:
+        cells = []
+        for variant in variants:
+            summary = study["variants"][variant][attack]
+            if one_seed:
+                seed = str(study["seeds"][0])
+                cells.append(_points(summary["mean"]) + _interval(summary["wilson95"][seed]))
+            else:
+                cells.append(f"{_points(summary['mean'])} ± {_points(summary['std'])}")
+        lines.append(f"| {LABELS[attack]} | " + " | ".join(cells)
+                     + f" | {_n(study['variants'][BASELINE][attack])} |")
+    return "\n".join(lines)
+
+
+def difference_table(study: dict[str, Any]) -> str:
+    """Each variant minus the baseline, in points: the mean over seeds with its t interval."""
+    others = [variant for variant in study["variants"] if variant != BASELINE]
+    lines = ["| minus baseline (points) | " + " | ".join(others) + " |",
+             "|---|" + "---:|" * len(others)]
+    for attack in study["attacks"]:
+        cells = []
+        for variant in others:
+            diff = study["variants"][variant][attack]["diff"]
+            cells.append(_signed(diff["mean"]) + _interval(diff["t95"], signed=True))
+        lines.append(f"| {LABELS[attack]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def mcnemar_table(study: dict[str, Any]) -> str:
+    """Per seed: the difference and the exact McNemar p-value of the paired outcomes."""
+    others = [variant for variant in study["variants"] if variant != BASELINE]
+    seeds = [str(seed) for seed in study["seeds"]]
+    lines = ["| attack | variant | " + " | ".join(f"seed {seed}" for seed in seeds) + " |",
+             "|---|---|" + "---:|" * len(seeds)]
+    for attack in study["attacks"]:
+        for variant in others:
+            diff = study["variants"][variant][attack]["diff"]
+            cells = [f"{_signed(diff['per_seed'][seed])} (p={diff['mcnemar_p'][seed]:.3g})"
+                     for seed in seeds]
+            lines.append(f"| {LABELS[attack]} | {variant} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -62,7 +104,8 @@ def settings_table(params: Params) -> str:
     rows = [("dataset", params.dataset), ("model", params.model),
             ("method", f"{params.method} ({FAMILY[params.method]} against {BASE[params.method]})"),
             ("eps / eps_low", f"{params.eps:.5g} / {params.eps_low:.5g}"),
-            ("CAM / mask rule", f"{params.cam} / {params.mask_rule}"),
+            ("CAM / mask rule", f"{params.cam} / {params.mask_rule}"
+             + (f" (q = {params.mask.quantile:g})" if params.mask_rule == "quantile" else "")),
             ("mask refresh", f"every {params.mask.refresh_every} epoch(s)"
              if params.mask.refresh_every else "never (burn-in masks)"),
             ("epochs (burn-in)", f"{params.epochs} ({params.burn_in_epochs})"),
@@ -71,20 +114,35 @@ def settings_table(params: Params) -> str:
                           f"wd {params.train.weight_decay}, {params.train.lr_schedule} schedule"),
             ("training subset", str(params.data.train_subset or "all")),
             ("evaluation eps / step", f"{params.eval_eps:.5g} / {params.eval_step_size:.5g}"),
-            ("seed", str(params.seed))]
+            ("seeds", ", ".join(str(seed) for seed in params.seeds))]
     return "\n".join(["| setting | value |", "|---|---|"]
                      + [f"| {name} | {value} |" for name, value in rows])
 
 
-def write_report(path: str | Path, plot_path: str | Path, baseline: dict[str, Any],
-                 part: dict[str, Any], params: Params) -> Path:
-    path, plot_path = Path(path), Path(plot_path)
-    save_tradeoff_plot(plot_path, baseline, part, params)
+def write_report(path: str | Path, study_path: str | Path, plot_path: str | Path,
+                 study: dict[str, Any], params: Params) -> Path:
+    path, study_path, plot_path = Path(path), Path(study_path), Path(plot_path)
+    atomic_write_text(study_path, json.dumps(study, indent=2) + "\n")
+    save_tradeoff_plot(plot_path, study, params)
+    seeds = len(study["seeds"])
+    spread = ("mean ± sample standard deviation over the seeds" if seeds > 1 else
+              "one seed, with the Wilson 95% interval of the proportion")
+    interval = ("the 95% Student-t interval of the mean over seeds" if seeds > 1 else
+                "no interval over seeds with one seed: see McNemar's test below")
+    notes = "\n".join(f"- `{variant}`: {VARIANT_NOTES[variant]}" for variant in study["variants"])
     text = "\n\n".join([
-        f"# {FAMILY[params.method]} against {BASE[params.method]} on {params.dataset}",
-        "Both models start from the same burn-in weights and see the same batches; they differ "
-        "only in the budget map (uniform eps against CAM-reweighted eps / eps_low).",
-        results_table(baseline, part, params),
+        f"# {FAMILY[params.method]} against {BASE[params.method]} on {params.dataset}, "
+        f"{seeds} seed{'s' if seeds > 1 else ''}",
+        "Every variant of a seed starts from that seed's burn-in weights and sees the same batches, "
+        "augmentations and random starts; they differ only in the budget they train on.\n" + notes,
+        f"## Accuracy\n\n{spread}; n is the number of test examples per seed.",
+        accuracy_table(study),
+        f"## Paired difference from the baseline\n\nSame seed, same test examples; {interval}.",
+        difference_table(study),
+        "## Per seed, with McNemar's exact test\n\nThe difference in points and the two-sided "
+        "exact McNemar p-value on that seed's paired per-example outcomes (no correction for "
+        "the many comparisons).",
+        mcnemar_table(study),
         "Worst case: an example counts as robust only if it survives every attack that ran on it.",
         "## Settings",
         settings_table(params),
@@ -94,31 +152,32 @@ def write_report(path: str | Path, plot_path: str | Path, baseline: dict[str, An
     return path
 
 
-def save_tradeoff_plot(path: Path, baseline: dict[str, Any], part: dict[str, Any],
-                       params: Params) -> None:
+def save_tradeoff_plot(path: Path, study: dict[str, Any], params: Params) -> None:
+    """Natural against PGD-20 accuracy (or the first attack after natural), one point per variant,
+    with 95% error bars: Student-t over seeds, or Wilson for a single seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    robust = next((key for key in ("pgd20", *study["attacks"])
+                   if key in study["attacks"] and key not in ("natural", "worst_case")), None)
+    if "natural" not in study["attacks"] or robust is None:
+        raise ReportError("the plot needs natural and one attack in eval.attacks (e.g. pgd20)")
     figure, axis = plt.subplots(figsize=(5, 4))
-    # Worst case is derived from the attacks and often equals AutoAttack: plotting it would only
-    # hide that point.
-    attacks = [(key, label) for key, label in ROWS[1:-1] if key in baseline and key in part]
-    markers = "osD^vP*"
-    for (key, label), marker in zip(attacks, markers, strict=False):
-        xs = [100 * baseline["natural"], 100 * part["natural"]]
-        ys = [100 * baseline[key], 100 * part[key]]
-        axis.plot(xs, ys, color="0.7", linewidth=0.8, zorder=1)
-        axis.scatter(xs[0], ys[0], marker=marker, color="tab:blue", zorder=2)
-        axis.scatter(xs[1], ys[1], marker=marker, color="tab:orange", zorder=2)
-        axis.annotate(label, (xs[1], ys[1]), textcoords="offset points", xytext=(5, 0),
-                      fontsize=7)
-    axis.scatter([], [], color="tab:blue", label=BASE[params.method])
-    axis.scatter([], [], color="tab:orange", label=FAMILY[params.method])
+    for variant, summaries in study["variants"].items():
+        centre, bars = [], []
+        for key in ("natural", robust):
+            mean, half = _mean_and_error(summaries[key], study["seeds"])
+            centre.append(100 * mean)
+            bars.append([[100 * half[0]], [100 * half[1]]])
+        axis.errorbar(centre[0], centre[1], xerr=bars[0], yerr=bars[1], fmt="o", capsize=3,
+                      label=variant)
+    seeds = len(study["seeds"])
     axis.set_xlabel("natural accuracy (%)")
-    axis.set_ylabel("robust accuracy (%)")
-    axis.set_title(f"{params.dataset}, {params.model}, eps {params.eps:.4g}", fontsize=9)
+    axis.set_ylabel(f"{LABELS[robust]} accuracy (%)")
+    axis.set_title(f"{params.dataset}, {params.model}, eps {params.eps:.4g}; {seeds} seed(s), "
+                   f"95% {'t' if seeds > 1 else 'Wilson'} intervals", fontsize=8)
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     figure.tight_layout()
@@ -128,3 +187,14 @@ def save_tradeoff_plot(path: Path, baseline: dict[str, Any], part: dict[str, Any
     finally:
         plt.close(figure)
 
+
+def _mean_and_error(summary: dict[str, Any], seeds: list[int]) -> tuple[float, tuple[float, float]]:
+    """The mean accuracy and its error-bar lengths below and above."""
+    from part.study import t_interval
+
+    mean = summary["mean"]
+    if len(seeds) > 1:
+        low, high = t_interval([summary["per_seed"][str(seed)] for seed in seeds])
+    else:
+        low, high = summary["wilson95"][str(seeds[0])]
+    return mean, (max(mean - low, 0.0), max(high - mean, 0.0))

@@ -1,8 +1,9 @@
 """The epoch loop shared by burn-in, baseline and PART training.
 
-A run continues an optimiser from a checkpoint (or starts fresh for the burn-in), trains on a
-uniform budget or on per-sample importance masks refreshed from the current model, checkpoints
-every completed epoch atomically, and resumes from that checkpoint after an interruption.
+A run continues an optimiser from a checkpoint (or starts fresh for the burn-in), trains one
+variant (part/variants.py): a uniform budget, or per-sample CAM masks computed from the starting
+model and refreshed from the current one. It checkpoints every completed epoch atomically and
+resumes from that checkpoint after an interruption.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ from part.params import Params, TrainParams
 from part.progress import RunningMeans
 from part.provenance import code_digest, file_sha256, tensors_digest
 from part.ui import console
+from part.variants import BASELINE, EpochBudget, epoch_budget, training_masks, uses_cam
 
 # Per-epoch results, a DVC plot. Wall times ("seconds") stay out of it, in the timings file:
 # they differ on every run and would make the artifact differ with them.
 HISTORY_FIELDS = ("epoch", "run", "lr", "train_loss", "train_adv_acc", "test_natural",
-                  "test_pgd", "important_fraction")
+                  "test_pgd", "important_fraction", "mean_budget")
 
 
 @dataclass
@@ -64,14 +66,20 @@ class TrainData:
 
 @dataclass
 class RunSpec:
-    name: str  # burnin | baseline | part
+    name: str  # burnin-<seed> | <variant>-<seed>: names the resume state too
     first_epoch: int  # global epoch numbers, 1-based, inclusive
     last_epoch: int
+    variant: str = BASELINE  # the burn-in trains the base method, as the baseline does
     init_checkpoint: Path | None = None  # None builds a fresh model (the burn-in)
-    masks: Tensor | None = None  # None trains on the uniform budget eps
-    mask_settings: MaskSettings | None = None
-    refresh_every: int = 0
+    mask_settings: MaskSettings | None = None  # how CAM masks are made, for the CAM variants
+    refresh_every: int = 0  # 0: the masks of the starting model throughout
     extra_meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if uses_cam(self.variant) and (self.mask_settings is None
+                                       or self.init_checkpoint is None):
+            raise ValueError(f"variant {self.variant} needs mask settings and a starting "
+                             "checkpoint")  # a caller's bug, never a user's input
 
 
 def learning_rate(train: TrainParams, epoch: int, burn_in_epochs: int) -> float:
@@ -158,13 +166,14 @@ def _fingerprint(params: Params, spec: RunSpec, data: TrainData, device: torch.d
     the data's content, the kind of device. Anything else is another computation."""
     inputs = {"images": data.images, "labels": data.labels,
               "monitor_images": data.monitor_images, "monitor_labels": data.monitor_labels}
-    if spec.masks is not None:
-        inputs["masks"] = spec.masks
     parts = {
         "code": code_digest(),
         "device": device.type,
-        "params": params.to_dict(),
+        "params": params.run_dict(),
         "run": spec.name,
+        "variant": spec.variant,
+        "masks": repr(spec.mask_settings),
+        "refresh_every": spec.refresh_every,
         "epochs": [spec.first_epoch, spec.last_epoch],
         "init": file_sha256(spec.init_checkpoint) if spec.init_checkpoint else None,
         "inputs": tensors_digest(inputs),
@@ -186,8 +195,11 @@ def write_timings(path: Path, run: str, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, json.dumps({"run": run, "epoch_seconds": seconds}, indent=2) + "\n")
 
 
-def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int) -> dict[str, Any]:
-    uses_map = spec.masks is not None
+def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int,
+                    history: list[dict[str, Any]]) -> dict[str, Any]:
+    uses_map = uses_cam(spec.variant)
+    # For uniform_matched the mean budget is the one eps it trained with in that epoch.
+    budgets = {str(row["epoch"]): row["mean_budget"] for row in history}
     return {
         "model": params.model,
         "num_classes": data.num_classes,
@@ -195,8 +207,11 @@ def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int) 
         "image_size": data.image_shape[1],
         "dataset": data.dataset,
         "method": ("part-" if uses_map else "") + params.method,
+        "variant": spec.variant,
+        "seed": params.seed,
         "eps": params.eps,
         "eps_low": params.eps_low if uses_map else params.eps,
+        "mean_budget_per_epoch": json.dumps(budgets, sort_keys=True),
         "epoch": epoch,
         "params_hash": params.section_hash("dataset", "model", "method", "eps", "eps_low",
                                            "cam", "mask_rule", "seed", "train", "mask"),
@@ -226,31 +241,24 @@ def training_batches(data: TrainData, masks: Tensor | None, order: Tensor, batch
         yield x, data.labels[index], (aligned[0] if aligned else None)
 
 
-def _budget(masks: Tensor | None, params: Params) -> Callable[[Tensor], float | Tensor]:
-    if masks is None:
-        return lambda index_masks: params.eps
-    return lambda index_masks: torch.where(index_masks, params.eps, params.eps_low)
-
-
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainData,
-                masks: Tensor | None, params: Params, epoch: int, device: torch.device,
+                budget: EpochBudget, params: Params, epoch: int, device: torch.device,
                 on_batch: Callable[[int, RunningMeans], None] | None = None) -> RunningMeans:
-    """One pass over the training set; `masks` None trains on the uniform budget eps."""
+    """One pass over the training set under `budget` (per-sample masks or one uniform eps)."""
     # The same seed per epoch for every run: baseline and PART see the same batches,
     # augmentations and random starts, so their comparison is paired.
     torch.manual_seed(params.seed * 100_003 + epoch)
     order = torch.randperm(data.images.shape[0], device="cpu").to(device)
     augment_rng = torch.Generator(device=device).manual_seed(params.seed * 7_919 + epoch)
     attack = AttackSettings(step_size=params.train.step_size, steps=params.train.steps)
-    budget_for = _budget(masks, params)
     model.train()
     running = RunningMeans(device)
-    batches = training_batches(data, masks, order, params.train.batch_size,
+    batches = training_batches(data, budget.masks, order, params.train.batch_size,
                                augmentation_for(params), augment_rng)
     for batch_index, (x, y, batch_masks) in enumerate(batches):
-        budget = budget_for(batch_masks) if batch_masks is not None else params.eps
         with autocast_for(device):
-            step = training_loss(params.method, model, x, y, budget, attack, params.train.beta)
+            step = training_loss(params.method, model, x, y, budget.for_batch(batch_masks),
+                                 attack, params.train.beta)
         optimizer.zero_grad(set_to_none=True)
         step.loss.backward()
         optimizer.step()
@@ -282,7 +290,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                                 weight_decay=params.train.weight_decay)
     _restore_momentum(optimizer, init_momentum)
 
-    masks = spec.masks.to(device) if spec.masks is not None else None
+    masks: Tensor | None = None  # the masks the variant trains with (None: the baseline)
     history: list[dict[str, Any]] = []
     first = spec.first_epoch
     state_path = state_dir / f"{spec.name}.safetensors"
@@ -291,7 +299,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
     if resumed is not None:
         history, resumed_masks = resumed
         first = int(history[-1]["epoch"]) + 1 if history else first
-        masks = resumed_masks.to(device) if resumed_masks is not None else masks
+        masks = resumed_masks.to(device) if resumed_masks is not None else None
         console.print(f"[cyan]{spec.name}[/]: resuming after epoch {first - 1} from {state_path}")
 
     n_batches = math.ceil(data.images.shape[0] / params.train.batch_size)
@@ -305,10 +313,17 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
             started = time.perf_counter()
             run_index = epoch - spec.first_epoch
             important_fraction = float("nan")
-            if masks is not None:
-                if spec.refresh_every and run_index > 0 and run_index % spec.refresh_every == 0:
-                    masks = compute_masks(model, data.images, spec.mask_settings)
+            if uses_cam(spec.variant):
+                # The first epoch's masks come from the starting model, later ones from the
+                # current model every `refresh_every` epochs (the paper: every epoch).
+                refresh = masks is None or (spec.refresh_every and run_index > 0
+                                            and run_index % spec.refresh_every == 0)
+                if refresh:
+                    masks = training_masks(spec.variant,
+                                           compute_masks(model, data.images, spec.mask_settings),
+                                           params.seed, epoch)
                 important_fraction = masks.float().mean().item()
+            budget = epoch_budget(spec.variant, masks, params.eps, params.eps_low)
             lr = learning_rate(params.train, epoch, params.burn_in_epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -323,7 +338,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                 else:
                     progress.advance(task)
 
-            running = train_epoch(model, optimizer, data, masks, params, epoch, device,
+            running = train_epoch(model, optimizer, data, budget, params, epoch, device,
                                   on_batch=show)
             train_loss, train_acc = running.final()
             natural, robust = monitor_accuracy(model, data, params, device)
@@ -334,6 +349,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                    "test_natural": round(natural, 6), "test_pgd": round(robust, 6),
                    "important_fraction": (round(important_fraction, 6)
                                           if important_fraction == important_fraction else ""),
+                   "mean_budget": round(budget.mean, 8),
                    "seconds": round(time.perf_counter() - started, 3)}
             history.append(row)
             progress.update(task, loss=train_loss, acc=train_acc,
@@ -343,7 +359,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                         fingerprint)
 
     final_epoch = spec.last_epoch
-    save_checkpoint(out_path, model, checkpoint_meta(params, data, spec, final_epoch),
+    save_checkpoint(out_path, model, checkpoint_meta(params, data, spec, final_epoch, history),
                     extra_tensors=_momentum_tensors(optimizer))
     write_history(history_path, history)
     if timings_path is not None:
@@ -359,7 +375,7 @@ def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.SGD, masks:
     extra = _momentum_tensors(optimizer)
     if masks is not None:
         extra["masks"] = masks
-    meta = checkpoint_meta(params, data, spec, epoch)
+    meta = checkpoint_meta(params, data, spec, epoch, history)
     meta.update({"resume_fingerprint": fingerprint, "history": json.dumps(history)})
     save_checkpoint(path, model, meta, extra_tensors=extra)
 

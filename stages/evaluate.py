@@ -1,5 +1,5 @@
-"""DVC stages `evaluate@baseline` and `evaluate@part`: every attack of params.eval on the prepared
-test set -> metrics/<variant>.json."""
+"""DVC stage `evaluate@<variant>-<seed>`: every attack of params.eval on the prepared test set
+-> metrics/<variant>-<seed>.json and the per-example outcomes beside it."""
 
 from part.pipeline import run_evaluate
 from part.stage import variant_stage_app

@@ -1,4 +1,5 @@
-"""DVC stage `report`: reports/results.md and the accuracy-robustness plot from both metrics."""
+"""DVC stage `report`: paired statistics over seeds -> reports/study.json, reports/results.md and
+the accuracy-robustness plot."""
 
 from part.pipeline import run_report
 from part.stage import stage_app

@@ -1,4 +1,4 @@
-"""DVC stages `train@baseline` and `train@part`: training that continues the shared burn-in."""
+"""DVC stage `train@<variant>-<seed>`: training that continues the seed's burn-in."""
 
 from part.pipeline import run_train
 from part.stage import variant_stage_app

@@ -19,12 +19,12 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-ALL_STAGES = {"prepare", "burnin", "masks", "train@baseline", "train@part", "evaluate@baseline",
-              "evaluate@part", "report"}
+ALL_STAGES = {"prepare", "burnin@0", "masks@0", "budgets", "train@baseline-0", "train@part-0",
+              "evaluate@baseline-0", "evaluate@part-0", "report"}
 TINY = {
     "dataset": "synthetic", "model": "cnn_small", "method": "at", "cam": "gradcam",
     "mask_rule": "official", "eps": "8/255", "eps_low": "7/255", "epochs": 2,
-    "burn_in_epochs": 1, "seed": 0, "device": "cpu",
+    "burn_in_epochs": 1, "seeds": [0], "device": "cpu",
     "data": {"train_subset": 200, "test_subset": 60},
     "train": {"batch_size": 50, "steps": 2, "step_size": "2/255", "monitor_subset": 30,
               "monitor_steps": 2},
