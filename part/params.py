@@ -190,10 +190,24 @@ _POSITIVE_INTS = {
     "data.test_subset",
     "eval.n",
 }
-_NON_NEGATIVE_INTS = {"seed", "data.seed", "mask.refresh_every", "train.steps", "train.monitor_steps",
-                      "eval.steps", "eval.seed"}
+_NON_NEGATIVE_INTS = {"seed", "data.seed", "mask.refresh_every", "train.steps",
+                      "train.monitor_steps", "eval.steps", "eval.seed"}
 _NON_NEGATIVE_FLOATS = {"train.lr", "train.momentum", "train.weight_decay", "train.beta",
                         "train.lr_gamma"}
+
+
+_LISTS_OF_CHOICES = {"eval.attacks": ATTACKS, "variants": VARIANTS}
+
+
+def _list_of_choices(key: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ParamsError(f"{key}: give a list drawn from {', '.join(allowed)}")
+    items = tuple(str(item).strip() for item in items)
+    unknown = [item for item in items if item not in allowed]
+    if unknown:
+        raise ParamsError(f"{key}: unknown {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    return items
 
 
 def _convert(key: str, value: Any, annotation: str) -> Any:
@@ -209,16 +223,11 @@ def _convert(key: str, value: Any, annotation: str) -> Any:
         if value not in allowed:
             raise ParamsError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
         return value
-    if key == "eval.attacks":
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not items:
-            raise ParamsError(f"eval.attacks: give a list drawn from {', '.join(ATTACKS)}")
-        items = tuple(str(item).strip() for item in items)
-        unknown = [item for item in items if item not in ATTACKS]
-        if unknown:
-            raise ParamsError(
-                f"eval.attacks: unknown {', '.join(unknown)}; allowed: {', '.join(ATTACKS)}"
-            )
+    if key in _LISTS_OF_CHOICES:
+        items = _list_of_choices(key, value, _LISTS_OF_CHOICES[key])
+        if key == "variants" and (BASELINE not in items or len(set(items)) != len(items)):
+            raise ParamsError(f"variants: list each variant once and include {BASELINE} (every "
+                              f"comparison is paired with it), got {list(items)}")
         return items
     if key == "seeds":
         if not isinstance(value, (list, tuple)) or not value or not all(
@@ -227,19 +236,6 @@ def _convert(key: str, value: Any, annotation: str) -> Any:
             raise ParamsError(f"seeds: give a list of distinct whole numbers >= 0 such as "
                               f"[0, 1, 2], got {value!r}")
         return tuple(value)
-    if key == "variants":
-        items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not items:
-            raise ParamsError(f"variants: give a list drawn from {', '.join(VARIANTS)}")
-        items = tuple(str(item).strip() for item in items)
-        unknown = [item for item in items if item not in VARIANTS]
-        if unknown:
-            raise ParamsError(f"variants: unknown {', '.join(unknown)}; allowed: "
-                              f"{', '.join(VARIANTS)}")
-        if BASELINE not in items or len(set(items)) != len(items):
-            raise ParamsError(f"variants: list each variant once and include {BASELINE} (every "
-                              f"comparison is paired with it), got {list(items)}")
-        return items
     if key == "train.lr_milestones":
         if not isinstance(value, (list, tuple)) or not all(
             isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value

@@ -133,8 +133,9 @@ def write_report(path: str | Path, study_path: str | Path, plot_path: str | Path
     text = "\n\n".join([
         f"# {FAMILY[params.method]} against {BASE[params.method]} on {params.dataset}, "
         f"{seeds} seed{'s' if seeds > 1 else ''}",
-        "Every variant of a seed starts from that seed's burn-in weights and sees the same batches, "
-        "augmentations and random starts; they differ only in the budget they train on.\n" + notes,
+        "Every variant of a seed starts from that seed's burn-in weights and sees the same "
+        "batches, augmentations and random starts; they differ only in the budget they train "
+        "on.\n" + notes,
         f"## Accuracy\n\n{spread}; n is the number of test examples per seed.",
         accuracy_table(study),
         f"## Paired difference from the baseline\n\nSame seed, same test examples; {interval}.",

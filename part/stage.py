@@ -12,7 +12,8 @@ from part.params import Params, load_params
 from part.ui import guarded
 
 PARAMS_OPTION = typer.Option("params.yaml", "--params", help="the params file")
-SEED_OPTION = typer.Option(None, "--seed", help="one of `seeds` in params.yaml (default: the first)")
+SEED_OPTION = typer.Option(None, "--seed",
+                           help="one of `seeds` in params.yaml (default: the first)")
 
 
 def _seeded(params: Params, seed: int | None) -> Params:

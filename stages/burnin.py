@@ -1,4 +1,5 @@
-"""DVC stage `burnin@<seed>`: the base method on the uniform budget -> models/burnin-<seed>.safetensors."""
+"""DVC stage `burnin@<seed>`: the base method on the uniform budget
+-> models/burnin-<seed>.safetensors."""
 
 from part.pipeline import run_burnin
 from part.stage import seed_stage_app

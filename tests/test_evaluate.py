@@ -299,7 +299,7 @@ def test_write_metrics_replaces_the_file_atomically(tmp_path):
 def _stage_workspace(trained, root: Path, model: str = "cnn_small") -> Path:
     (root / "models").mkdir(parents=True)
     (root / "data" / "prepared").mkdir(parents=True)
-    shutil.copy(trained.path, root / "models" / "part.safetensors")
+    shutil.copy(trained.path, root / "models" / "part-0.safetensors")
     shutil.copy(trained.data, root / "data" / "prepared" / "test.safetensors")
     (root / "params.yaml").write_text(
         f"dataset: synthetic\nmodel: {model}\neps: 8/255\neps_low: 7/255\ndevice: cpu\n"
@@ -314,9 +314,9 @@ def test_evaluate_stage_writes_the_metrics_json(trained, tmp_path, monkeypatch):
     from stages.evaluate import app
 
     monkeypatch.chdir(_stage_workspace(trained, tmp_path))
-    result = CliRunner().invoke(app, ["part"])
+    result = CliRunner().invoke(app, ["part", "--seed", "0"])
     assert result.exit_code == 0, result.output
-    metrics = json.loads(Path("metrics/part.json").read_text())
+    metrics = json.loads(Path("metrics/part-0.json").read_text())
     assert metrics["attacks"] == ["natural", "fgsm", "pgd20"]
     assert metrics["eps"] == pytest.approx(EPS)
     assert metrics["step_size"] == pytest.approx(1 / 255)  # the training step, as params say
@@ -326,11 +326,13 @@ def test_evaluate_stage_writes_the_metrics_json(trained, tmp_path, monkeypatch):
         assert metrics[f"n_{key}"] == 24
     for key in ("model", "method", "eps_low", "epoch"):
         assert key in metrics
-    assert [entry.name for entry in Path("metrics").iterdir()] == ["part.json"]
+    assert sorted(entry.name for entry in Path("metrics").iterdir()) == [
+        "part-0.json", "part-0.outcomes.safetensors"]
 
 
 @pytest.mark.parametrize(("variant", "model", "message"), [
     ("fancy", "cnn_small", "unknown variant 'fancy'; use one of baseline, part"),
+    ("random_mask", "cnn_small", "variant 'random_mask' is not in `variants` (baseline, part)"),
     ("part", "resnet18", "'model' expected 'resnet18', found 'cnn_small'"),
 ])
 def test_evaluate_stage_refuses_bad_runs_with_exit_code_2(trained, tmp_path, monkeypatch,

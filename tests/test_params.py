@@ -55,7 +55,14 @@ def test_every_budget_key_takes_a_fraction():
         ({"train": {"lr": -0.1}}, r"train.lr: must be 0 or more"),
         ({"eval": {"attacks": ["pgd20", "deepfool"]}}, r"eval.attacks: unknown deepfool"),
         ({"mask": {"quantile": 1.5}}, r"mask.quantile must be in \(0, 1\]"),
-        ({"seed": 1.5}, r"seed: expected a whole number"),
+        ({"seed": 1}, r"seed: replaced by `seeds`, a list .* seeds: \[1\]"),
+        ({"seeds": [0, 0]}, r"seeds: give a list of distinct whole numbers"),
+        ({"seeds": []}, r"seeds: give a list of distinct whole numbers"),
+        ({"seeds": [1.5]}, r"seeds: give a list of distinct whole numbers"),
+        ({"variants": ["part"]}, r"variants: .* include baseline"),
+        ({"variants": ["baseline", "uniform"]}, r"variants: unknown uniform; allowed: baseline, "
+                                                r"part, uniform_matched, random_mask"),
+        ({"data": {"seed": -1}}, r"data.seed: must be 0 or more"),
         ({"data": {"download": "yes"}}, r"data.download: expected true or false"),
     ],
 )

@@ -12,8 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from _project import ALL_STAGES, commit, kill_once_written, make_project, ran, run
+
+from part.checkpoint import load_checkpoint
+from part.data import load_prepared
 
 pytestmark = pytest.mark.slow
 METRIC_KEYS = {"natural", "fgsm", "pgd20", "cw20", "mma", "autoattack",
@@ -40,13 +44,16 @@ def _reset(repo: Path) -> None:
 
 def test_every_declared_output_exists_with_the_metrics_keys(project):
     for path in ("data/prepared/train.safetensors", "data/prepared/test.safetensors",
-                 "models/burnin.safetensors", "masks/burnin.safetensors", "masks/gallery.png",
-                 "models/baseline.safetensors", "models/part.safetensors",
-                 "plots/history/burnin.csv", "plots/history/baseline.csv",
-                 "plots/history/part.csv", "metrics/baseline.json", "metrics/part.json",
+                 "models/burnin-0.safetensors", "masks/burnin-0.safetensors",
+                 "masks/gallery-0.png", "models/baseline-0.safetensors",
+                 "models/part-0.safetensors", "plots/history/burnin-0.csv",
+                 "plots/history/baseline-0.csv", "plots/history/part-0.csv",
+                 "metrics/baseline-0.json", "metrics/part-0.json",
+                 "metrics/baseline-0.outcomes.safetensors", "metrics/part-0.outcomes.safetensors",
+                 "budgets/baseline.json", "budgets/part.json", "reports/study.json",
                  "reports/results.md", "reports/accuracy_robustness.png", "dvc.lock"):
         assert (project / path).is_file(), path
-    for variant in ("baseline", "part"):
+    for variant in ("baseline-0", "part-0"):
         metrics = json.loads((project / f"metrics/{variant}.json").read_text())
         assert METRIC_KEYS <= metrics.keys()
         assert all(0.0 <= metrics[key] <= 1.0 for key in METRIC_KEYS if not key.startswith("n_"))
@@ -68,22 +75,52 @@ def test_a_second_repro_does_nothing(project):
     assert _run(["dvc", "status"], project).stdout.strip().endswith("up to date.")
 
 
+def test_outcome_files_hold_the_metrics_example_by_example(project):
+    from safetensors.torch import load_file
+
+    for variant in ("baseline-0", "part-0"):
+        metrics = json.loads((project / f"metrics/{variant}.json").read_text())
+        outcomes = load_file(str(project / f"metrics/{variant}.outcomes.safetensors"))
+        assert set(outcomes) == {*metrics["attacks"], "worst_case"}
+        for key, correct in outcomes.items():
+            assert correct.dtype == torch.bool and correct.shape == (metrics[f"n_{key}"],)
+            assert correct.float().mean().item() == pytest.approx(metrics[key], abs=1e-12)
+        # natural accuracy recomputed from the model and the test set, example by example
+        model, _ = load_checkpoint(project / f"models/{variant}.safetensors")
+        test = load_prepared(project / "data/prepared/test.safetensors")
+        with torch.no_grad():
+            clean = model.eval()(test.images.float() / 255).argmax(1) == test.labels
+        assert torch.equal(outcomes["natural"], clean)
+
+
 def test_eps_low_reruns_only_the_part_branch(project):
     result = _run(["dvc", "exp", "run", "-S", "eps_low=6/255"], project)
-    assert _ran(result) == {"train@part", "evaluate@part", "report"}
+    assert _ran(result) == {"budgets", "train@part-0", "evaluate@part-0", "report"}
     _reset(project)
 
 
-def test_cam_reruns_masks_onwards_never_prepare_burnin_or_baseline(project):
+def test_cam_reruns_the_cam_branch_never_prepare_burnin_or_baseline(project):
     result = _run(["dvc", "exp", "run", "-S", "cam=layercam"], project)
-    assert _ran(result) == {"masks", "train@part", "evaluate@part", "report"}
+    assert _ran(result) == {"masks@0", "budgets", "train@part-0", "evaluate@part-0", "report"}
+    _reset(project)
+
+
+def test_adding_a_seed_or_a_variant_runs_only_its_own_stages(project):
+    result = _run(["dvc", "exp", "run", "-S", "seeds=[0,1]"], project)
+    assert _ran(result) == {"burnin@1", "masks@1", "train@baseline-1", "train@part-1",
+                            "evaluate@baseline-1", "evaluate@part-1", "report"}
+    study = json.loads((project / "reports/study.json").read_text())
+    assert study["seeds"] == [0, 1] and study["variants"]["part"]["pgd20"]["diff"]["t95"]
+    _reset(project)
+    result = _run(["dvc", "exp", "run", "-S", "variants=[baseline,part,random_mask]"], project)
+    assert _ran(result) == {"train@random_mask-0", "evaluate@random_mask-0", "report"}
     _reset(project)
 
 
 def test_eps_given_as_a_fraction_reaches_the_models(project):
     result = _run(["dvc", "exp", "run", "-S", "eps=6/255", "-S", "eps_low=5/255"], project)
     assert _ran(result) == ALL_STAGES - {"prepare"}
-    metrics = json.loads((project / "metrics/part.json").read_text())
+    metrics = json.loads((project / "metrics/part-0.json").read_text())
     assert metrics["eps"] == pytest.approx(6 / 255)
     _reset(project)
 
@@ -94,7 +131,7 @@ def test_invalid_params_stop_at_the_first_stage_with_the_message(project):
     output = result.stdout + result.stderr
     assert "eps_low" in output and "must not exceed eps" in output
     assert "Traceback" not in output
-    assert _ran(result) == {"train@part"}
+    assert _ran(result) == {"budgets"}
     _reset(project)
 
 
@@ -102,16 +139,16 @@ def test_a_stage_killed_halfway_leaves_no_output_and_the_next_repro_recovers(pro
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["epochs"] = 3  # two epochs after the burn-in: room to die after the first one
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    state = project / "runs" / "baseline.safetensors"
+    state = project / "runs" / "baseline-0.safetensors"
     state.unlink(missing_ok=True)
-    kill_once_written(project, ["dvc", "repro", "train@baseline"], state)
+    kill_once_written(project, ["dvc", "repro", "train@baseline-0"], state)
     leftovers = [p.name for p in (project / "models").iterdir() if p.name.endswith(".tmp")]
-    assert not (project / "models/baseline.safetensors").exists()
+    assert not (project / "models/baseline-0.safetensors").exists()
     assert leftovers == []
 
-    recovered = _run(["dvc", "repro", "train@baseline"], project)
+    recovered = _run(["dvc", "repro", "train@baseline-0"], project)
     assert "resuming after epoch 2" in recovered.stdout + recovered.stderr
-    assert (project / "models/baseline.safetensors").is_file()
-    history = (project / "plots/history/baseline.csv").read_text().splitlines()
+    assert (project / "models/baseline-0.safetensors").is_file()
+    history = (project / "plots/history/baseline-0.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["2", "3"]
     _reset(project)

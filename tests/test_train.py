@@ -9,7 +9,7 @@ import torch
 
 from part.checkpoint import load_checkpoint
 from part.data import load_source
-from part.masking import MaskSettings
+from part.masking import MaskSettings, compute_masks
 from part.params import TrainParams, params_from_dict
 from part.train import RunSpec, TrainData, learning_rate, train_run, training_batches
 
@@ -26,7 +26,7 @@ def _tiny_data(n_train: int = 96, n_test: int = 32) -> TrainData:
 
 def _tiny_params(**overrides):
     raw = {"dataset": "synthetic", "model": "cnn_small", "eps": "8/255", "eps_low": "4/255",
-           "epochs": 3, "burn_in_epochs": 1, "seed": 3,
+           "epochs": 3, "burn_in_epochs": 1, "seeds": [3],
            "train": {"batch_size": 32, "steps": 2, "step_size": "2/255", "monitor_subset": 32,
                      "monitor_steps": 2, "augment": "crop_flip"}}
     raw.update(overrides)
@@ -83,9 +83,12 @@ def burnin(tmp_path_factory):
     return root / "burnin.safetensors"
 
 
-def _continue(params, burnin_path, root, name, masks=None, refresh_every=0, data=None):
-    spec = RunSpec(name, 2, params.epochs, init_checkpoint=burnin_path, masks=masks,
-                   mask_settings=MaskSettings("gradcam", "quantile", 0.5, 64),
+MASK_SETTINGS = MaskSettings("gradcam", "quantile", 0.5, 64)
+
+
+def _continue(params, burnin_path, root, name, variant="baseline", refresh_every=0, data=None):
+    spec = RunSpec(name, 2, params.epochs, variant=variant, init_checkpoint=burnin_path,
+                   mask_settings=MASK_SETTINGS if variant != "baseline" else None,
                    refresh_every=refresh_every)
     out = root / f"{name}.safetensors"
     history = train_run(params, spec, data if data is not None else _tiny_data(), CPU,
@@ -115,21 +118,30 @@ def _interrupt_after_first_epoch(monkeypatch, params, burnin_path, root, name, *
     assert (root / "runs" / f"{name}.safetensors").exists()
 
 
-def test_part_with_eps_low_equal_to_eps_is_exactly_the_baseline(burnin, tmp_path):
-    """Same burn-in, seed, batches, augmentations and random starts: the runs are paired."""
+@pytest.mark.parametrize("variant", ["part", "uniform_matched", "random_mask"])
+def test_every_variant_with_eps_low_equal_to_eps_is_exactly_the_baseline(burnin, tmp_path,
+                                                                          variant):
+    """Same burn-in, seed, batches, augmentations and random starts: the runs are paired, so
+    with nothing to reweight every variant is the baseline bit for bit."""
     params = _tiny_params(eps_low="8/255")
-    masks = torch.rand(96, 1, 32, 32, generator=torch.Generator().manual_seed(0)) > 0.5
     baseline, _ = _continue(params, burnin, tmp_path, "baseline")
-    part, history = _continue(params, burnin, tmp_path, "part", masks=masks, refresh_every=1)
-    _assert_same_weights(baseline, part)
-    assert history[0]["important_fraction"] == pytest.approx(masks.float().mean().item())
+    other, history = _continue(params, burnin, tmp_path, variant, variant, refresh_every=1)
+    _assert_same_weights(baseline, other)
+    assert [row["mean_budget"] for row in history] == pytest.approx([8 / 255] * 2, abs=1e-8)
+
+
+def test_the_first_masks_are_the_burn_in_models_own(burnin, tmp_path):
+    params = _tiny_params()
+    _, history = _continue(params, burnin, tmp_path, "part", "part")
+    model, _ = load_checkpoint(burnin)
+    expected = compute_masks(model, _tiny_data().images, MASK_SETTINGS).float().mean().item()
+    assert history[0]["important_fraction"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_part_differs_from_the_baseline_when_eps_low_is_lower(burnin, tmp_path):
     params = _tiny_params(eps_low=0.0)
-    masks = torch.zeros(96, 1, 32, 32, dtype=torch.bool)
     baseline, _ = _continue(params, burnin, tmp_path, "baseline")
-    part, _ = _continue(params, burnin, tmp_path, "part", masks=masks)
+    part, _ = _continue(params, burnin, tmp_path, "part", "part")
     assert not torch.equal(_state(baseline)["fc.weight"], _state(part)["fc.weight"])
 
 
@@ -142,13 +154,12 @@ def test_training_is_deterministic_on_the_cpu(burnin, tmp_path):
 
 def test_an_interrupted_run_resumes_from_its_last_completed_epoch(burnin, tmp_path, monkeypatch):
     params = _tiny_params()
-    masks = torch.ones(96, 1, 32, 32, dtype=torch.bool)
     reference, reference_history = _continue(params, burnin, tmp_path / "whole", "part",
-                                             masks=masks, refresh_every=1)
+                                             "random_mask", refresh_every=1)
     root = tmp_path / "interrupted"
-    _interrupt_after_first_epoch(monkeypatch, params, burnin, root, "part", masks=masks,
-                                 refresh_every=1)
-    resumed, history = _continue(params, burnin, root, "part", masks=masks, refresh_every=1)
+    _interrupt_after_first_epoch(monkeypatch, params, burnin, root, "part",
+                                 variant="random_mask", refresh_every=1)
+    resumed, history = _continue(params, burnin, root, "part", "random_mask", refresh_every=1)
     assert [row["epoch"] for row in history] == [2, 3]
     _assert_same_weights(reference, resumed)
     assert [r["test_pgd"] for r in history] == [r["test_pgd"] for r in reference_history]
@@ -171,7 +182,7 @@ def test_a_resume_state_of_another_computation_is_not_used(burnin, tmp_path, mon
     import part.train as train_module
 
     params, data = _tiny_params(), _tiny_data()
-    changed_params = _tiny_params(seed=4) if change == "params" else params
+    changed_params = _tiny_params(seeds=[4]) if change == "params" else params
     changed_data = _other_images(data) if change == "data" else data
     fresh, _ = _continue(changed_params, burnin, tmp_path / "fresh", "baseline",
                          data=changed_data)
