@@ -24,6 +24,7 @@ from part.masking import MaskSettings, compute_masks
 from part.models import build_model
 from part.params import params_from_dict
 from part.train import TrainData, train_epoch
+from part.variants import epoch_budget
 
 
 def _sync(device: torch.device) -> None:
@@ -54,11 +55,13 @@ def main(model: str = "cnn_small", data: str = "fashion-mnist", n: int = 2048,
     settings = MaskSettings(method=cam, rule=mask_rule, batch_size=256)
 
     def baseline_epoch(net, optimizer, epoch):
-        train_epoch(net, optimizer, train, None, params, epoch, target)
+        train_epoch(net, optimizer, train, epoch_budget("baseline", None, params.eps, params.eps),
+                    params, epoch, target)
 
     def part_epoch(net, optimizer, epoch):
         masks = compute_masks(net, train.images, settings)
-        train_epoch(net, optimizer, train, masks, params, epoch, target)
+        budget = epoch_budget("part", masks, params.eps, params.eps_low)
+        train_epoch(net, optimizer, train, budget, params, epoch, target)
 
     runs = {}
     for name in ("baseline", "part"):
