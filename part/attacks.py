@@ -22,14 +22,18 @@ from torch import Tensor, nn
 
 from part.errors import PartError
 
-AttackLoss = Literal["ce", "kl", "margin", "targeted_margin"]
+AttackLoss = Literal["ce", "kl", "margin", "targeted_margin", "targeted_hinge"]
 RandomStart = bool | None | Literal["uniform", "normal"]
+StartRule = Literal["budget", "paper"]
 
-ATTACK_LOSSES: tuple[str, ...] = ("ce", "kl", "margin", "targeted_margin")
+ATTACK_LOSSES: tuple[str, ...] = ("ce", "kl", "margin", "targeted_margin", "targeted_hinge")
 RANDOM_STARTS: tuple[object, ...] = (True, False, None, "uniform", "normal")
+START_RULES: tuple[str, ...] = ("budget", "paper")
 
 # TRADES and MART start from a tiny Gaussian perturbation rather than a uniform draw.
 NORMAL_START_STD = 0.001
+# The paper code's MMA hinge: -max(z_y - z_t + kappa, 0), so the push stops kappa logits past t.
+MMA_KAPPA = 50.0
 
 __all__ = [
     "ATTACK_LOSSES",
@@ -38,7 +42,8 @@ __all__ = [
     "fgsm",
     "logit_margin",
     "mma",
-    "mma_candidates",
+    "mma_max",
+    "mma_max_candidates",
     "pgd",
 ]
 
@@ -109,11 +114,10 @@ def _check_loss(loss: str, x: Tensor, target: Tensor | None, clean_logits: Tenso
     if loss not in ATTACK_LOSSES:
         raise AttackError(f"unknown attack loss {loss!r}; allowed: {', '.join(ATTACK_LOSSES)}")
     batch = x.shape[0]
-    if loss == "targeted_margin":
+    if loss in ("targeted_margin", "targeted_hinge"):
         if target is None:
             raise AttackError(
-                "attack loss 'targeted_margin' needs target= (an int64 tensor [B] of target "
-                "classes)"
+                f"attack loss {loss!r} needs target= (an int64 tensor [B] of target classes)"
             )
         if target.dtype != torch.int64 or tuple(target.shape) != (batch,):
             raise AttackError(
@@ -127,13 +131,22 @@ def _check_loss(loss: str, x: Tensor, target: Tensor | None, clean_logits: Tenso
         )
 
 
-def _check_random_start(random_start: RandomStart) -> None:
+def _check_random_start(random_start: RandomStart, start: str, start_eps: float | None,
+                        budget: float | Tensor) -> None:
     is_flag = random_start is True or random_start is False or random_start is None
     if not is_flag and not (isinstance(random_start, str) and random_start in RANDOM_STARTS):
         raise AttackError(
             f"unknown random_start {random_start!r}; allowed: True or 'uniform' (U[-E,E]), "
             "'normal' (0.001 * N(0,1), TRADES/MART), False or None (start at x)"
         )
+    if start not in START_RULES:
+        raise AttackError(f"unknown start rule {start!r}; allowed: {', '.join(START_RULES)}")
+    if start_eps is not None and (not _is_real_number(start_eps) or start_eps < 0):
+        raise AttackError(f"start_eps must be a python float >= 0; got {start_eps!r}")
+    uniform = random_start is True or random_start == "uniform"
+    if start == "paper" and uniform and start_eps is None and not isinstance(budget, float):
+        raise AttackError("start='paper' with a budget map draws U(-eps, eps) with one scalar "
+                          "eps: pass start_eps= (the largest budget, eps)")
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -153,9 +166,40 @@ def _project(x_adv: Tensor, x: Tensor, budget: float | Tensor) -> Tensor:
     return torch.clamp(x + delta, 0.0, 1.0)
 
 
-def _start_point(x: Tensor, budget: float | Tensor, random_start: RandomStart) -> Tensor:
-    if random_start is True or random_start == "uniform":
-        if isinstance(budget, float):
+def _exactly_within(x_adv: Tensor, x: Tensor, budget: float | Tensor) -> Tensor:
+    """x_adv with |x_adv - x| <= E holding in exact arithmetic, not only up to float rounding.
+
+    `x + clamp(delta, -E, E)` rounds, and lands one ulp outside the budget for a large share of
+    elements (every 10th at eps = 8/255). Here the box [x - E, x + E] is computed in float64 and
+    rounded inwards to x's dtype, so every float comparison of the result with E holds. E is the
+    budget as x's dtype holds it (a float eps rounds as it does in a budget map, so a map whose
+    every element is eps gives what the float eps gives).
+    """
+    wide = x.double()
+    if isinstance(budget, float):
+        budget_wide = torch.tensor(budget, dtype=x.dtype, device=x.device).double()
+    else:
+        budget_wide = budget.double()
+    low_wide, high_wide = wide - budget_wide, wide + budget_wide
+    low, high = low_wide.to(x.dtype), high_wide.to(x.dtype)
+    low = torch.where(low.double() < low_wide, torch.nextafter(low, x), low)
+    high = torch.where(high.double() > high_wide, torch.nextafter(high, x), high)
+    return torch.clamp(torch.minimum(torch.maximum(x_adv, low), high), 0.0, 1.0)
+
+
+def _start_point(x: Tensor, budget: float | Tensor, random_start: RandomStart,
+                 start: str = "budget", start_eps: float | None = None) -> Tensor:
+    """The first iterate. `budget`: uniform draws within each element's own budget, projected
+    and clipped. `paper` (the paper code's part_pgd and TRADES/MART): U(-eps, eps) with one
+    scalar eps on every element (or 0.001 N(0,1)), neither projected nor clipped before the
+    first step; with a uniform budget the uniform draw is clipped to [0,1] (torchattacks' PGD,
+    which the paper code uses for AT with one eps)."""
+    uniform = random_start is True or random_start == "uniform"
+    if uniform:
+        if start == "paper" and not isinstance(budget, float):
+            assert start_eps is not None  # checked by _check_random_start
+            delta = torch.empty_like(x).uniform_(-start_eps, start_eps)
+        elif isinstance(budget, float):
             delta = torch.empty_like(x).uniform_(-budget, budget)
         else:
             delta = torch.empty_like(x).uniform_(-1.0, 1.0) * budget
@@ -163,6 +207,10 @@ def _start_point(x: Tensor, budget: float | Tensor, random_start: RandomStart) -
         delta = NORMAL_START_STD * torch.randn_like(x)
     else:
         return x.clone()
+    if start == "paper":
+        if uniform and isinstance(budget, float):
+            return torch.clamp(x + delta, 0.0, 1.0)
+        return x + delta
     return _project(x + delta, x, budget)
 
 
@@ -184,7 +232,10 @@ def _objective(
     if loss == "margin":
         return logit_margin(logits, y).sum()
     assert target is not None  # checked by _check_loss
-    return (logits.gather(1, target[:, None]) - logits.gather(1, y[:, None])).sum()
+    towards_target = logits.gather(1, target[:, None]) - logits.gather(1, y[:, None])
+    if loss == "targeted_hinge":
+        return -torch.clamp(MMA_KAPPA - towards_target, min=0.0).sum()
+    return towards_target.sum()
 
 
 def _ascend(
@@ -194,12 +245,13 @@ def _ascend(
     budget: float | Tensor,
     step: float | Tensor,
     steps: int,
-    random_start: RandomStart,
+    x_adv: Tensor,
     loss: str,
     target: Tensor | None,
     clean_logits: Tensor | None,
 ) -> Tensor:
-    """Signed-gradient ascent projected into the budget; arguments already validated."""
+    """Signed-gradient ascent from `x_adv` projected into the budget; arguments validated.
+    The result lies in the budget exactly (see _exactly_within)."""
     x = x.detach()
     clean_probs = None
     if loss == "kl":
@@ -208,7 +260,6 @@ def _ascend(
                 clean_logits = model(x)
         clean_probs = F.softmax(clean_logits.detach().float(), dim=1)
 
-    x_adv = _start_point(x, budget, random_start)
     # Evaluation code often runs under no_grad; the input gradient is needed regardless.
     with torch.enable_grad():
         for _ in range(steps):
@@ -216,7 +267,7 @@ def _ascend(
             objective = _objective(model(x_adv), y, loss, target, clean_probs)
             (grad,) = torch.autograd.grad(objective, x_adv)
             x_adv = _project(x_adv.detach() + step * grad.sign(), x, budget)
-    return x_adv.detach()
+    return _exactly_within(x_adv.detach(), x, budget)
 
 
 # --------------------------------------------------------------------------- public attacks
@@ -234,21 +285,29 @@ def pgd(
     loss: AttackLoss = "ce",
     target: Tensor | None = None,
     clean_logits: Tensor | None = None,
+    start: StartRule = "budget",
+    start_eps: float | None = None,
 ) -> Tensor:
-    """L-inf PGD under a float or per-element budget map; returns x_adv (detached).
+    """L-inf PGD under a float or per-element budget map; returns x_adv (detached), inside the
+    budget and [0,1] exactly.
 
     random_start: True/'uniform' -> U[-E, E] (AT, Madry); 'normal' -> 0.001 * N(0,1) projected
     into the budget (TRADES, MART); False/None -> start at x.
+    start: 'budget' (ours: each element's draw within its own budget, projected); 'paper' (the
+    paper code: U(-start_eps, start_eps) on every element, or the Gaussian, not projected before
+    the first step; start_eps is that eps for a budget map; a float budget draws with itself).
     loss: 'ce' (AT, MART), 'kl' (TRADES; sum_b KL(p_clean || p_adv) as TRADES' KLDivLoss computes
-    it, p_clean from clean_logits if given), 'margin' (CW), 'targeted_margin' (z_target - z_y).
+    it, p_clean from clean_logits if given), 'margin' (CW), 'targeted_margin' (z_target - z_y),
+    'targeted_hinge' (the paper's MMA loss, -max(z_y - z_target + 50, 0)).
     """
     _check_images_and_labels(x, y)
     budget = _budget(eps, x)
     _check_schedule(step_size, steps)
     _check_loss(loss, x, target, clean_logits)
-    _check_random_start(random_start)
+    _check_random_start(random_start, start, start_eps, budget)
+    start_point = _start_point(x.detach(), budget, random_start, start, start_eps)
     return _ascend(
-        model, x, y, budget, float(step_size), steps, random_start, loss, target, clean_logits
+        model, x, y, budget, float(step_size), steps, start_point, loss, target, clean_logits
     )
 
 
@@ -257,7 +316,7 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor) -> Tensor:
     _check_images_and_labels(x, y)
     budget = _budget(eps, x)
     # The step is the budget itself, so a map budget steps each element by its own E.
-    return _ascend(model, x, y, budget, budget, 1, False, "ce", None, None)
+    return _ascend(model, x, y, budget, budget, 1, x.detach().clone(), "ce", None, None)
 
 
 def cw_inf(
@@ -273,22 +332,9 @@ def cw_inf(
     return pgd(model, x, y, eps, step_size, steps, random_start=random_start, loss="margin")
 
 
-def mma_candidates(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float | Tensor,
-    step_size: float,
-    steps: int = 20,
-    k: int = 3,
-    random_start: RandomStart = True,
-) -> tuple[Tensor, Tensor]:
-    """The k targeted margin attacks behind `mma`, one per top-k other class by the clean logits.
-
-    Returns (candidates [k,B,C,H,W], margins [B,k]): candidate i attacks each example towards its
-    i-th most likely wrong class; margins are max_{j != y} z_j - z_y of the model on it (float32).
-    """
-    _check_images_and_labels(x, y)
+def _top_other_classes(model: nn.Module, x: Tensor, y: Tensor, k: int) -> Tensor:
+    """[B, k] int64: each example's k most likely wrong classes by its clean logits, most likely
+    first."""
     with torch.no_grad():
         clean_logits = model(x.detach()).float()
     num_classes = clean_logits.shape[1]
@@ -297,25 +343,13 @@ def mma_candidates(
             f"mma k must be an int in [1, num_classes - 1 = {num_classes - 1}]; got {k!r}"
         )
     is_true_class = F.one_hot(y, num_classes).bool()
-    targets = clean_logits.masked_fill(is_true_class, float("-inf")).topk(k, dim=1).indices
+    return clean_logits.masked_fill(is_true_class, float("-inf")).topk(k, dim=1).indices
 
-    candidates, margins = [], []
-    for rank in range(k):  # over target ranks, never over images
-        x_adv = pgd(
-            model,
-            x,
-            y,
-            eps,
-            step_size,
-            steps,
-            random_start=random_start,
-            loss="targeted_margin",
-            target=targets[:, rank].contiguous(),
-        )
-        with torch.no_grad():
-            margins.append(logit_margin(model(x_adv), y))
-        candidates.append(x_adv)
-    return torch.stack(candidates), torch.stack(margins, dim=1)
+
+def _keep_largest(candidates: Tensor, scores: Tensor) -> Tensor:
+    """Per example, the candidate [k,B,...] whose score [B,k] is largest (the first on a tie)."""
+    best = scores.argmax(dim=1)
+    return candidates[best, torch.arange(candidates.shape[1], device=candidates.device)]
 
 
 def mma(
@@ -328,9 +362,73 @@ def mma(
     k: int = 3,
     random_start: RandomStart = True,
 ) -> Tensor:
-    """The paper's MMA evaluation: targeted margin PGD against each of the top-k other classes,
-    keeping per example the candidate with the largest final margin (the most damaging one)."""
-    candidates, margins = mma_candidates(model, x, y, eps, step_size, steps, k, random_start)
-    worst_rank = margins.argmax(dim=1)  # first rank wins ties
-    batch_index = torch.arange(x.shape[0], device=x.device)
-    return candidates[worst_rank, batch_index]
+    """The paper code's MMA evaluation (craft_ae.mma, category 'Madry'), exactly.
+
+    One random start clamp(x + U(-eps, eps), 0, 1), shared by k targeted runs, one per top-k
+    wrong class t by the clean logits; each ascends the hinge -max(z_y - z_t + 50, 0) with
+    signed steps projected into eps; per example the run with the largest final target-class
+    margin z_t - z_y is kept. That selection can keep a run the model survives while another run
+    broke it; `mma_max` keeps the run with the largest margin over all wrong classes instead.
+    """
+    _check_images_and_labels(x, y)
+    budget = _budget(eps, x)
+    _check_schedule(step_size, steps)
+    _check_random_start(random_start, "budget", None, budget)
+    targets = _top_other_classes(model, x, y, k)
+    shared_start = _start_point(x.detach(), budget, random_start)
+    candidates, target_margins = [], []
+    for rank in range(k):  # over target ranks, never over images
+        target = targets[:, rank].contiguous()
+        x_adv = _ascend(model, x, y, budget, float(step_size), steps, shared_start,
+                        "targeted_hinge", target, None)
+        with torch.no_grad():
+            logits = model(x_adv).float()
+        target_margins.append((logits.gather(1, target[:, None])
+                               - logits.gather(1, y[:, None])).squeeze(1))
+        candidates.append(x_adv)
+    return _keep_largest(torch.stack(candidates), torch.stack(target_margins, dim=1))
+
+
+def mma_max_candidates(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float | Tensor,
+    step_size: float,
+    steps: int = 20,
+    k: int = 3,
+    random_start: RandomStart = True,
+) -> tuple[Tensor, Tensor]:
+    """The k targeted margin attacks behind `mma_max`, one per top-k other class by the clean
+    logits, each from its own random start.
+
+    Returns (candidates [k,B,C,H,W], margins [B,k]): candidate i attacks each example towards its
+    i-th most likely wrong class; margins are max_{j != y} z_j - z_y of the model on it (float32).
+    """
+    _check_images_and_labels(x, y)
+    targets = _top_other_classes(model, x, y, k)
+    candidates, margins = [], []
+    for rank in range(k):  # over target ranks, never over images
+        x_adv = pgd(model, x, y, eps, step_size, steps, random_start=random_start,
+                    loss="targeted_margin", target=targets[:, rank].contiguous())
+        with torch.no_grad():
+            margins.append(logit_margin(model(x_adv), y))
+        candidates.append(x_adv)
+    return torch.stack(candidates), torch.stack(margins, dim=1)
+
+
+def mma_max(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float | Tensor,
+    step_size: float,
+    steps: int = 20,
+    k: int = 3,
+    random_start: RandomStart = True,
+) -> Tensor:
+    """A stronger MMA than the paper's: targeted margin PGD (no hinge) against each of the top-k
+    other classes from independent random starts, keeping per example the candidate with the
+    largest final margin over all wrong classes (the most damaging one)."""
+    candidates, margins = mma_max_candidates(model, x, y, eps, step_size, steps, k, random_start)
+    return _keep_largest(candidates, margins)

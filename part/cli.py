@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from part import __version__
-from part.params import ATTACKS
+from part.params import ATTACKS, CAMS, MASK_RULES
 from part.ui import guarded, stdout
 
 # part.pipeline.TEST_SET, spelled out so that `part-cli --help` does not import torch.
@@ -76,7 +76,9 @@ def _budget_text(value: float) -> str:
 def _attack_label(key: str, metrics: dict[str, Any]) -> str:
     steps = metrics.get("steps", 20)
     return {"natural": "natural", "fgsm": "FGSM", "pgd20": f"PGD-{steps}",
-            "cw20": f"CW-inf-{steps}", "mma": f"MMA-{steps} (top-3)",
+            "cw20": f"CW-inf-{steps}", "mma": f"MMA-{steps} (paper, top-3)",
+            "mma_max": f"MMA-max-{steps} (top-3)",
+            "pgd_unimportant": f"PGD-{steps} on CAM-unimportant pixels",
             "autoattack": "AutoAttack (standard)", "worst_case": "worst case"}.get(key, key)
 
 
@@ -103,8 +105,13 @@ def evaluate(
                                 help=f"comma-separated, from: {', '.join(ATTACKS)}"),
     n: int | None = typer.Option(None, "--n", min=1,
                                  help="test examples per attack (AutoAttack aside); default all"),
-    n_autoattack: int = typer.Option(1000, "--n-autoattack", min=1,
-                                     help="test examples for AutoAttack (the first ones)"),
+    n_autoattack: int | None = typer.Option(1000, "--n-autoattack", min=1,
+                                            help="test examples for AutoAttack (the first ones)"),
+    cam: str = typer.Option("gradcam", "--cam", help=f"pgd_unimportant's CAM: {', '.join(CAMS)}"),
+    mask_rule: str = typer.Option("official", "--mask-rule",
+                                  help=f"pgd_unimportant's mask rule: {', '.join(MASK_RULES)}"),
+    quantile: float = typer.Option(0.5, "--quantile", min=0.0, max=1.0,
+                                   help="the kept fraction under --mask-rule quantile"),
     eps: str | None = typer.Option(None, "--eps",
                                    help="L-inf budget such as 8/255; default: the checkpoint's"),
     step_size: str | None = typer.Option(None, "--step-size",
@@ -115,16 +122,22 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", min=0, help="seeds every attack, AutoAttack included"),
     json_path: Path | None = typer.Option(None, "--json", help="also write the metrics here"),
 ) -> None:
-    """Robust accuracy of a checkpoint under natural, FGSM, PGD-20, CW-inf-20, MMA, AutoAttack."""
-    from part.evaluate import evaluate_checkpoint, parse_attacks, write_metrics
+    """Robust accuracy of a checkpoint under natural, FGSM, PGD-20, CW-inf-20, MMA, PGD on the
+    CAM-unimportant pixels, AutoAttack."""
+    from part.evaluate import EvaluationError, evaluate_checkpoint, parse_attacks, write_metrics
+    from part.masking import MaskSettings
     from part.params import parse_budget
 
     chosen = parse_attacks(attacks)  # before any file is read: a typo fails at once
+    for option, value, allowed in (("--cam", cam, CAMS), ("--mask-rule", mask_rule, MASK_RULES)):
+        if value not in allowed:
+            raise EvaluationError(f"{option} {value!r} is not one of {', '.join(allowed)}")
     budget = None if eps is None else parse_budget(eps, "--eps")
     step = None if step_size is None else parse_budget(step_size, "--step-size")
     metrics = evaluate_checkpoint(checkpoint, data, attacks=chosen, eps=budget, step_size=step,
                                   steps=steps, n=n, n_autoattack=n_autoattack,
-                                  batch_size=batch_size, seed=seed, device=device)
+                                  batch_size=batch_size, seed=seed, device=device,
+                                  masks=MaskSettings(cam, mask_rule, quantile))
     if json_path is not None:
         write_metrics(json_path, metrics)
     title = (f"{checkpoint.name}: {metrics['model']} {metrics['method']}, epoch "

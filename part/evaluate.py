@@ -7,8 +7,14 @@ Attacks (keys of the metrics JSON):
 - ``pgd20``: PGD on cross-entropy, uniform random start, ``steps`` steps of ``step_size`` (the
   paper evaluates with the training step: 2/255, 1/255 on SVHN).
 - ``cw20``: PGD on the CW margin max_{j != y} z_j - z_y, same schedule.
-- ``mma``: the paper code's margin attack: targeted margin PGD against each of the top-3 other
-  classes, keeping the most damaging candidate per example.
+- ``mma``: the paper code's margin attack, exactly: from one shared random start, a hinged
+  targeted margin PGD against each of the top-3 other classes; per example the run with the
+  largest margin towards its own target class is kept.
+- ``mma_max``: a stronger MMA: independent random starts, no hinge, and per example the run
+  with the largest margin over all wrong classes is kept.
+- ``pgd_unimportant``: PGD on cross-entropy (as ``pgd20``) with the full eps on the elements the
+  evaluated model's own CAM calls unimportant (the pipeline's CAM method and mask rule) and no
+  budget elsewhere: it attacks PART where PART trains with eps_low.
 - ``autoattack``: AutoAttack standard, L-inf (APGD-CE, APGD-T, FAB-T, Square), through the
   upstream ``autoattack`` package where it is installed, else ``pyautoattack``.
 
@@ -39,9 +45,11 @@ import torch
 from torch import Tensor, nn
 
 from part.atomic import atomic_write_text
-from part.attacks import cw_inf, fgsm, mma, pgd
+from part.attacks import cw_inf, fgsm, mma, mma_max, pgd
 from part.errors import PartError
+from part.masking import MaskSettings, unimportant_budget
 from part.params import ATTACKS, Params
+from part.precision import precision_context
 
 __all__ = [
     "ATTACKS",
@@ -104,6 +112,10 @@ def parse_attacks(attacks: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(name for name in ATTACKS if name in names)
 
 
+# The CAM settings `pgd_unimportant` uses where the caller names none: the pipeline's defaults.
+DEFAULT_MASK_SETTINGS = MaskSettings(method="gradcam", rule="official")
+
+
 @dataclass(frozen=True)
 class AttackSettings:
     eps: float
@@ -111,6 +123,7 @@ class AttackSettings:
     steps: int
     batch_size: int
     seed: int
+    masks: MaskSettings = DEFAULT_MASK_SETTINGS  # how pgd_unimportant finds the unimportant
 
 
 def _check_settings(settings: AttackSettings) -> None:
@@ -242,6 +255,11 @@ def _adversary(name: str, settings: AttackSettings) -> Adversary:
         "cw20": lambda model, x, y: cw_inf(model, x, y, eps, step, steps, random_start=True),
         "mma": lambda model, x, y: mma(model, x, y, eps, step, steps, k=MMA_TOP_K,
                                        random_start=True),
+        "mma_max": lambda model, x, y: mma_max(model, x, y, eps, step, steps, k=MMA_TOP_K,
+                                               random_start=True),
+        "pgd_unimportant": lambda model, x, y: pgd(
+            model, x, y, unimportant_budget(model, x, eps, settings.masks), step, steps,
+            random_start=True),
     }
     return adversaries[name]
 
@@ -411,17 +429,19 @@ def _synchronize(device: torch.device) -> None:
 
 def attack_correctness(model: nn.Module, images: Tensor, labels: Tensor, attack: str, *,
                        eps: float, step_size: float, steps: int = 20, batch_size: int = 256,
-                       seed: int = 0) -> Tensor:
+                       seed: int = 0, masks: MaskSettings | None = None) -> Tensor:
     """bool [N] on the images' device: does the model classify each example correctly under
     `attack` (one of ATTACKS except autoattack)? Seeded with `seed` first; model in eval mode."""
     (name,) = parse_attacks([attack])
     if name == "autoattack":
         raise EvaluationError("attack_correctness runs our own attacks; use evaluate_model for "
                               "autoattack")
-    settings = AttackSettings(eps, step_size, steps, batch_size, seed)
+    settings = AttackSettings(eps, step_size, steps, batch_size, seed,
+                              masks or DEFAULT_MASK_SETTINGS)
     _check_settings(settings)
     _check_data(images, labels)
-    with _evaluation_mode(model), torch.random.fork_rng(devices=_rng_devices(labels.device)):
+    with _evaluation_mode(model), torch.random.fork_rng(devices=_rng_devices(labels.device)), \
+            precision_context("fp32", labels.device):
         torch.manual_seed(seed)
         return _batched_correctness(model, images, labels, _adversary(name, settings),
                                     batch_size, lambda _: None)
@@ -465,10 +485,11 @@ def evaluate_model(
     step_size: float,
     steps: int = 20,
     n: int | None = None,
-    n_autoattack: int = 1000,
+    n_autoattack: int | None = 1000,
     batch_size: int = 256,
     seed: int = 0,
     device: str | torch.device | None = None,
+    masks: MaskSettings | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Accuracy of `model` under each attack, with example counts, timings and the worst case.
@@ -480,14 +501,17 @@ def evaluate_model(
     throughout. `device` (default: the model's) is where everything runs; model and data are
     moved there; the model is put in eval mode with frozen parameters for the run, then restored.
     `torch.manual_seed(seed)` precedes each attack (AutoAttack gets seed=seed), under a forked
-    RNG so the caller's random state is untouched. Full precision throughout (no autocast).
+    RNG so the caller's random state is untouched. Full float32 throughout (no autocast, no
+    TF32). `masks` (default gradcam, official) is how pgd_unimportant finds the unimportant
+    elements; n_autoattack None is the whole set.
 
     Returns {key: accuracy in [0,1], n_<key>, seconds_<key>} for each attack, plus worst_case,
     n_worst_case, eps, step_size, steps, seed, and for AutoAttack autoattack_reported (the
     package's own verdict) and autoattack_package.
     """
     names = parse_attacks(attacks)
-    settings = AttackSettings(eps, step_size, steps, batch_size, seed)
+    settings = AttackSettings(eps, step_size, steps, batch_size, seed,
+                              masks or DEFAULT_MASK_SETTINGS)
     _check_settings(settings)
     _check_count(n, "n")
     _check_count(n_autoattack, "n_autoattack")
@@ -496,7 +520,7 @@ def evaluate_model(
     images, labels = images.to(device), labels.to(device)
     model = model.to(device)
     total = labels.shape[0]
-    counts = {name: min(total, n_autoattack if name == "autoattack" else (n or total))
+    counts = {name: min(total, (n_autoattack or total) if name == "autoattack" else (n or total))
               for name in names}
 
     correct: dict[str, Tensor] = {}
@@ -504,7 +528,7 @@ def evaluate_model(
     extras: dict[str, Any] = {}
     tracker = _Tracker(progress)
     with _evaluation_mode(model), torch.random.fork_rng(devices=_rng_devices(device)), \
-            tracker.running():
+            precision_context("fp32", device), tracker.running():
         for name in names:
             count = counts[name]
             torch.manual_seed(seed)
@@ -580,11 +604,12 @@ def evaluate_checkpoint(
     step_size: float | None = None,
     steps: int = 20,
     n: int | None = None,
-    n_autoattack: int = 1000,
+    n_autoattack: int | None = 1000,
     batch_size: int = 256,
     seed: int = 0,
     device: str | torch.device = "auto",
     expect: Mapping[str, Any] | None = None,
+    masks: MaskSettings | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a part checkpoint on a prepared test split (see evaluate_model).
@@ -613,7 +638,8 @@ def evaluate_checkpoint(
         step_size = eps / 4
     metrics = evaluate_model(model, split.images, split.labels, attacks=names, eps=eps,
                              step_size=step_size, steps=steps, n=n, n_autoattack=n_autoattack,
-                             batch_size=batch_size, seed=seed, device=device, progress=progress)
+                             batch_size=batch_size, seed=seed, device=device, masks=masks,
+                             progress=progress)
     provenance = {key: meta.get(key) for key in ("model", "method", "dataset", "eps_low",
                                                  "epoch")}
     return Metrics({**metrics, **provenance, "train_eps": meta.get("eps"),
@@ -630,7 +656,9 @@ def evaluate_with_params(params: Params, checkpoint: str | Path, data: str | Pat
         step_size=params.eval_step_size, steps=params.eval.steps, n=params.eval.n,
         n_autoattack=params.eval.n_autoattack, batch_size=params.eval.batch_size,
         seed=params.eval.seed, device=params.device,
-        expect={"model": params.model, "dataset": params.dataset}, progress=progress)
+        expect={"model": params.model, "dataset": params.dataset},
+        masks=MaskSettings(params.cam, params.mask_rule, params.mask.quantile,
+                           params.mask.batch_size), progress=progress)
 
 
 TIMING_PREFIX = "seconds_"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from part import __version__
-from part.cam import cam, importance_mask
+from part.cam import budget_map, cam, importance_mask
 from part.errors import PartError
 from part.tensorfile import write_safetensors
 
@@ -29,25 +30,39 @@ class MaskSettings:
     rule: str  # official | quantile
     quantile: float = 0.5
     batch_size: int = 256
+    alignment: str = "sample"  # sample | paper: see part/variants.py, `paper_position_masks`
 
     def rule_args(self) -> dict[str, float]:
         return {"q": self.quantile} if self.rule == "quantile" else {}
 
 
-def compute_masks(model: nn.Module, images: Tensor, settings: MaskSettings) -> Tensor:
-    """bool [N, c, H, W] for uint8 images [N, C, H, W], in sample order, model in eval mode."""
+def compute_masks(model: nn.Module, images: Tensor, settings: MaskSettings,
+                  transform: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    """bool [N, c, H, W] for uint8 images [N, C, H, W], in their order, model in eval mode.
+    `transform` (e.g. an augmentation) is applied to each chunk of float images first."""
     was_training = model.training
     model.eval()
     try:
         chunks = []
         for start in range(0, images.shape[0], settings.batch_size):
             x = images[start:start + settings.batch_size].float().div_(255)
+            if transform is not None:
+                x = transform(x)
             maps = cam(model, x, method=settings.method)
             chunks.append(importance_mask(maps, tuple(x.shape[1:]), rule=settings.rule,
                                           **settings.rule_args()))
         return torch.cat(chunks)
     finally:
         model.train(was_training)
+
+
+def unimportant_budget(model: nn.Module, x: Tensor, eps: float, settings: MaskSettings) -> Tensor:
+    """eps on the elements the model's own CAM (by `settings`) calls unimportant, 0 on the
+    important ones: the budget of the attack on what PART trains with eps_low."""
+    maps = cam(model, x, method=settings.method)
+    important = importance_mask(maps, tuple(x.shape[1:]), rule=settings.rule,
+                                **settings.rule_args())
+    return budget_map(important, 0.0, eps)
 
 
 def save_masks(path: str | Path, masks: Tensor, settings: MaskSettings, source: str) -> Path:

@@ -21,9 +21,14 @@ METHODS = ("at", "trades", "mart")
 
 
 @dataclass(frozen=True)
-class AttackSettings:
+class TrainingAttack:
+    """How the training examples are attacked: PGD's schedule and its start rule ("budget":
+    within each pixel's budget; "paper": U(-eps, eps) with the full eps, unprojected)."""
+
     step_size: float
     steps: int
+    eps: float  # the full budget: the paper start's scale
+    start: str = "budget"
 
 
 @dataclass
@@ -33,18 +38,18 @@ class StepResult:
 
 
 def _generate(model: nn.Module, x: Tensor, y: Tensor, budget: float | Tensor,
-              attack: AttackSettings, start: str, loss: str) -> Tensor:
+              attack: TrainingAttack, start: str, loss: str) -> Tensor:
     was_training = model.training
     model.eval()
     try:
         return pgd(model, x, y, budget, attack.step_size, attack.steps,
-                   random_start=start, loss=loss)
+                   random_start=start, loss=loss, start=attack.start, start_eps=attack.eps)
     finally:
         model.train(was_training)
 
 
 def at_loss(model: nn.Module, x: Tensor, y: Tensor, budget: float | Tensor,
-            attack: AttackSettings, beta: float = 0.0) -> StepResult:
+            attack: TrainingAttack, beta: float = 0.0) -> StepResult:
     """Madry AT: PGD on cross-entropy from a uniform random start, train on CE(f(x_adv), y)."""
     x_adv = _generate(model, x, y, budget, attack, start="uniform", loss="ce")
     logits_adv = model(x_adv).float()
@@ -52,7 +57,7 @@ def at_loss(model: nn.Module, x: Tensor, y: Tensor, budget: float | Tensor,
 
 
 def trades_loss(model: nn.Module, x: Tensor, y: Tensor, budget: float | Tensor,
-                attack: AttackSettings, beta: float = 6.0) -> StepResult:
+                attack: TrainingAttack, beta: float = 6.0) -> StepResult:
     """TRADES: CE(f(x), y) + beta * KL(f(x_adv) || f(x)), PGD on the KL from x + 0.001 N(0,1)."""
     x_adv = _generate(model, x, y, budget, attack, start="normal", loss="kl")
     # Two forwards, not one on the concatenation: batch-norm statistics stay per batch, as in the
@@ -65,7 +70,7 @@ def trades_loss(model: nn.Module, x: Tensor, y: Tensor, budget: float | Tensor,
 
 
 def mart_loss(model: nn.Module, x: Tensor, y: Tensor, budget: float | Tensor,
-              attack: AttackSettings, beta: float = 6.0) -> StepResult:
+              attack: TrainingAttack, beta: float = 6.0) -> StepResult:
     """MART: boosted CE on x_adv plus beta * KL(f(x) || f(x_adv)) weighted by 1 - p_y(x)."""
     x_adv = _generate(model, x, y, budget, attack, start="normal", loss="ce")
     # Two forwards, not one on the concatenation: batch-norm statistics stay per batch, as in the
@@ -88,7 +93,7 @@ LOSSES = {"at": at_loss, "trades": trades_loss, "mart": mart_loss}
 
 
 def training_loss(method: str, model: nn.Module, x: Tensor, y: Tensor,
-                  budget: float | Tensor, attack: AttackSettings, beta: float) -> StepResult:
+                  budget: float | Tensor, attack: TrainingAttack, beta: float) -> StepResult:
     try:
         loss_fn = LOSSES[method]
     except KeyError:

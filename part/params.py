@@ -26,7 +26,12 @@ MASK_RULES = ("official", "quantile")
 LR_SCHEDULES = ("official", "piecewise")
 AUGMENTATIONS = ("auto", "none", "crop_flip")
 DEVICES = ("auto", "cpu", "cuda")
-ATTACKS = ("natural", "fgsm", "pgd20", "cw20", "mma", "autoattack")
+ATTACKS = ("natural", "fgsm", "pgd20", "cw20", "mma", "mma_max", "pgd_unimportant", "autoattack")
+# Where the pipeline departs from the paper code, `paper` reproduces the paper code (README,
+# "Differences from the paper code").
+PRECISIONS = ("fp32", "tf32", "bf16")
+RANDOM_START_RULES = ("budget", "paper")
+MASK_ALIGNMENTS = ("sample", "paper")
 # What the pipeline trains: the base method, PART, and the two controls that separate *where*
 # PART keeps eps from *how much* budget it spends (see part/variants.py).
 VARIANTS = ("baseline", "part", "uniform_matched", "random_mask")
@@ -77,6 +82,7 @@ class MaskParams:
     quantile: float = 0.5  # rule `quantile`: the fraction of pixels kept at eps
     refresh_every: int = 1  # masks from the current model every N epochs; 0 keeps burn-in masks
     batch_size: int = 256
+    alignment: str = "sample"  # sample: a mask follows its image; paper: its batch position
 
 
 @dataclass(frozen=True)
@@ -94,13 +100,15 @@ class TrainParams:
     augment: str = "auto"
     monitor_subset: int = 500  # fixed test examples for the per-epoch clean / PGD accuracy
     monitor_steps: int = 10
+    random_start: str = "budget"  # budget: draws within each pixel's budget; paper: U(-eps, eps)
+    precision: str = "tf32"  # fp32 | tf32 | bf16 on CUDA; the CPU always runs fp32
 
 
 @dataclass(frozen=True)
 class EvalParams:
     attacks: tuple[str, ...] = ATTACKS
     n: int | None = None  # test examples per attack; None is the whole test set
-    n_autoattack: int = 1000
+    n_autoattack: int | None = 1000  # None: the whole (prepared) test set, as the paper does
     eps: float | None = None  # None evaluates at the training eps
     step_size: float | None = None  # None uses the training step, as the paper does
     steps: int = 20
@@ -177,6 +185,9 @@ _CHOICES = {
     "device": DEVICES,
     "train.lr_schedule": LR_SCHEDULES,
     "train.augment": AUGMENTATIONS,
+    "train.random_start": RANDOM_START_RULES,
+    "train.precision": PRECISIONS,
+    "mask.alignment": MASK_ALIGNMENTS,
 }
 _POSITIVE_INTS = {
     "epochs",

@@ -119,7 +119,7 @@ def mask_settings(params: Params) -> MaskSettings:
     from part.masking import MaskSettings
 
     return MaskSettings(method=params.cam, rule=params.mask_rule, quantile=params.mask.quantile,
-                        batch_size=params.mask.batch_size)
+                        batch_size=params.mask.batch_size, alignment=params.mask.alignment)
 
 
 def run_prepare(params: Params) -> dict:

@@ -16,7 +16,8 @@ from part.errors import PartError
 from part.params import BASELINE, Params
 
 LABELS = {"natural": "Natural", "fgsm": "FGSM", "pgd20": "PGD-20", "cw20": "CW-inf-20",
-          "mma": "MMA", "autoattack": "AutoAttack", "worst_case": "Worst case"}
+          "mma": "MMA (paper)", "mma_max": "MMA-max", "pgd_unimportant": "PGD-20, unimportant",
+          "autoattack": "AutoAttack", "worst_case": "Worst case"}
 FAMILY = {"at": "PART", "trades": "PART-T", "mart": "PART-M"}
 BASE = {"at": "AT", "trades": "TRADES", "mart": "MART"}
 VARIANT_NOTES = {

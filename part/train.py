@@ -15,7 +15,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,14 +34,15 @@ from part.checkpoint import (
     save_checkpoint,
 )
 from part.data import augment_batch, balanced_subset, default_augmentation
-from part.masking import MaskSettings, compute_masks
-from part.methods import AttackSettings, training_loss
+from part.masking import MaskSettings
+from part.methods import TrainingAttack, training_loss
 from part.models import build_model
 from part.params import Params, TrainParams
+from part.precision import autocast, effective_precision, numerics
 from part.progress import RunningMeans
 from part.provenance import code_digest, file_sha256, tensors_digest
 from part.ui import console
-from part.variants import BASELINE, EpochBudget, epoch_budget, training_masks, uses_cam
+from part.variants import BASELINE, EpochBudget, epoch_budget, refreshed_masks, uses_cam
 
 # Per-epoch results, a DVC plot. Wall times ("seconds") stay out of it, in the timings file:
 # they differ on every run and would make the artifact differ with them.
@@ -102,13 +102,6 @@ def augmentation_for(params: Params) -> dict[str, Any]:
     return {"crop_padding": 0, "flip": False}
 
 
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA (the forward passes dominate AT); full precision on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def monitor_subset(labels: Tensor, n: int, seed: int) -> Tensor:
     n = min(n, labels.shape[0])
     classes = int(labels.max()) + 1
@@ -130,11 +123,12 @@ def monitor_accuracy(model: nn.Module, data: TrainData, params: Params,
     natural = torch.zeros((), device=device, dtype=torch.long)
     robust = torch.zeros((), device=device, dtype=torch.long)
     batch = 2 * params.train.batch_size  # no gradients w.r.t. weights: room for larger batches
+    precision = effective_precision(params.train.precision, device)
     try:
         for start in range(0, data.monitor_images.shape[0], batch):
             x = data.monitor_images[start:start + batch].float().div_(255)
             y = data.monitor_labels[start:start + batch]
-            with autocast_for(device):
+            with numerics(precision), autocast(precision, device):
                 natural += _accuracy_counts(model, x, y)
                 x_adv = pgd(model, x, y, params.eps, params.train.step_size,
                             params.train.monitor_steps, random_start="uniform", loss="ce")
@@ -196,7 +190,7 @@ def write_timings(path: Path, run: str, rows: list[dict[str, Any]]) -> None:
 
 
 def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int,
-                    history: list[dict[str, Any]]) -> dict[str, Any]:
+                    history: list[dict[str, Any]], device: torch.device) -> dict[str, Any]:
     uses_map = uses_cam(spec.variant)
     # For uniform_matched the mean budget is the one eps it trained with in that epoch.
     budgets = {str(row["epoch"]): row["mean_budget"] for row in history}
@@ -212,6 +206,9 @@ def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int,
         "eps": params.eps,
         "eps_low": params.eps_low if uses_map else params.eps,
         "mean_budget_per_epoch": json.dumps(budgets, sort_keys=True),
+        "precision": effective_precision(params.train.precision, device),
+        "random_start": params.train.random_start,
+        "mask_alignment": params.mask.alignment if uses_map else "",
         "epoch": epoch,
         "params_hash": params.section_hash("dataset", "model", "method", "eps", "eps_low",
                                            "cam", "mask_rule", "seed", "train", "mask"),
@@ -221,23 +218,36 @@ def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int,
     }
 
 
-def training_batches(data: TrainData, masks: Tensor | None, order: Tensor, batch_size: int,
+def epoch_order(count: int, seed: int, epoch: int, device: torch.device) -> Tensor:
+    """The training epoch's shuffle. It seeds the global RNG first, which the attacks' random
+    starts then draw from: every variant of a seed sees the same batches and starts."""
+    torch.manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(count, device="cpu").to(device)
+
+
+def training_batches(data: TrainData, budget: EpochBudget, order: Tensor, batch_size: int,
                      augmentation: dict[str, Any], generator: torch.Generator
                      ) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
     """(images in [0,1], labels, masks) per batch, in `order`.
 
-    Masks are indexed with the same sample indices as the images and go through the very same
-    crop and flip, so every image is trained with its own mask (the paper code's fault 1).
+    Sample-keyed masks are indexed with the same sample indices as the images and go through
+    the very same crop and flip, so every image is trained with its own mask (the paper code's
+    fault 1). Position-keyed masks (mask.alignment: paper) are taken by batch position as they
+    are, as the paper code does.
     """
+    masks = budget.masks
     augments = bool(augmentation["crop_padding"] or augmentation["flip"])
     for start in range(0, order.shape[0], batch_size):
         index = order[start:start + batch_size]
         x = data.images[index].float().div_(255)
-        aligned = (masks[index],) if masks is not None else ()
+        follows_image = masks is not None and not budget.by_position
+        aligned = (masks[index],) if follows_image else ()
         if augments:
             x, *aligned = augment_batch(x, *aligned, generator=generator, **augmentation)
         if x.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
+        if masks is not None and budget.by_position:
+            aligned = [masks[start:start + batch_size]]
         yield x, data.labels[index], (aligned[0] if aligned else None)
 
 
@@ -247,24 +257,26 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainD
     """One pass over the training set under `budget` (per-sample masks or one uniform eps)."""
     # The same seed per epoch for every run: baseline and PART see the same batches,
     # augmentations and random starts, so their comparison is paired.
-    torch.manual_seed(params.seed * 100_003 + epoch)
-    order = torch.randperm(data.images.shape[0], device="cpu").to(device)
+    order = epoch_order(data.images.shape[0], params.seed, epoch, device)
     augment_rng = torch.Generator(device=device).manual_seed(params.seed * 7_919 + epoch)
-    attack = AttackSettings(step_size=params.train.step_size, steps=params.train.steps)
+    attack = TrainingAttack(step_size=params.train.step_size, steps=params.train.steps,
+                            eps=params.eps, start=params.train.random_start)
+    precision = effective_precision(params.train.precision, device)
     model.train()
     running = RunningMeans(device)
-    batches = training_batches(data, budget.masks, order, params.train.batch_size,
+    batches = training_batches(data, budget, order, params.train.batch_size,
                                augmentation_for(params), augment_rng)
-    for batch_index, (x, y, batch_masks) in enumerate(batches):
-        with autocast_for(device):
-            step = training_loss(params.method, model, x, y, budget.for_batch(batch_masks),
-                                 attack, params.train.beta)
-        optimizer.zero_grad(set_to_none=True)
-        step.loss.backward()
-        optimizer.step()
-        running.add(step.loss, step.logits_adv, y)
-        if on_batch is not None:
-            on_batch(batch_index, running)
+    with numerics(precision):
+        for batch_index, (x, y, batch_masks) in enumerate(batches):
+            with autocast(precision, device):
+                step = training_loss(params.method, model, x, y, budget.for_batch(batch_masks),
+                                     attack, params.train.beta)
+            optimizer.zero_grad(set_to_none=True)
+            step.loss.backward()
+            optimizer.step()
+            running.add(step.loss, step.logits_adv, y)
+            if on_batch is not None:
+                on_batch(batch_index, running)
     return running
 
 
@@ -290,6 +302,10 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                                 weight_decay=params.train.weight_decay)
     _restore_momentum(optimizer, init_momentum)
 
+    precision = effective_precision(params.train.precision, device)
+    if precision != params.train.precision:
+        console.print(f"[dim]train.precision {params.train.precision} runs as {precision} on "
+                      f"the {device.type}[/]")
     masks: Tensor | None = None  # the masks the variant trains with (None: the baseline)
     history: list[dict[str, Any]] = []
     first = spec.first_epoch
@@ -319,11 +335,11 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                 refresh = masks is None or (spec.refresh_every and run_index > 0
                                             and run_index % spec.refresh_every == 0)
                 if refresh:
-                    masks = training_masks(spec.variant,
-                                           compute_masks(model, data.images, spec.mask_settings),
-                                           params.seed, epoch)
+                    masks = refreshed_masks(spec.variant, model, data.images, spec.mask_settings,
+                                            params.seed, epoch, augmentation_for(params))
                 important_fraction = masks.float().mean().item()
-            budget = epoch_budget(spec.variant, masks, params.eps, params.eps_low)
+            budget = epoch_budget(spec.variant, masks, params.eps, params.eps_low,
+                                  params.mask.alignment)
             lr = learning_rate(params.train, epoch, params.burn_in_epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -356,10 +372,11 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                             description=f"{spec.name} {epoch}/{spec.last_epoch} "
                                         f"nat {natural:.3f} pgd {robust:.3f}")
             _save_state(state_path, model, optimizer, masks, params, data, spec, epoch, history,
-                        fingerprint)
+                        fingerprint, device)
 
     final_epoch = spec.last_epoch
-    save_checkpoint(out_path, model, checkpoint_meta(params, data, spec, final_epoch, history),
+    save_checkpoint(out_path, model,
+                    checkpoint_meta(params, data, spec, final_epoch, history, device),
                     extra_tensors=_momentum_tensors(optimizer))
     write_history(history_path, history)
     if timings_path is not None:
@@ -371,11 +388,11 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
 
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.SGD, masks: Tensor | None,
                 params: Params, data: TrainData, spec: RunSpec, epoch: int,
-                history: list[dict[str, Any]], fingerprint: str) -> None:
+                history: list[dict[str, Any]], fingerprint: str, device: torch.device) -> None:
     extra = _momentum_tensors(optimizer)
     if masks is not None:
         extra["masks"] = masks
-    meta = checkpoint_meta(params, data, spec, epoch, history)
+    meta = checkpoint_meta(params, data, spec, epoch, history, device)
     meta.update({"resume_fingerprint": fingerprint, "history": json.dumps(history)})
     save_checkpoint(path, model, meta, extra_tensors=extra)
 

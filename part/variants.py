@@ -10,20 +10,31 @@
 
 All variants of a seed share the burn-in, batches, augmentations and random starts, so their
 comparisons are paired.
+
+Mask alignment (`mask.alignment`): under ``sample`` (ours) masks are keyed by sample index and
+cropped and flipped with their images, so every image trains with its own mask. Under ``paper``
+(the paper code) masks come from a separate pass over a shuffled, augmented copy of the training
+set and are stored by position in that pass; training then gives the image at position p of its
+own (differently shuffled) epoch the mask made at position p of the mask pass: another image's
+mask, almost always.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from part.cam import budget_map
+from part.data import augment_batch
+from part.masking import MaskSettings, compute_masks
 from part.params import BASELINE, VARIANTS
 
-__all__ = ["BASELINE", "VARIANTS", "EpochBudget", "epoch_budget", "matched_eps",
-           "random_masks_like", "training_masks", "uses_cam"]
+__all__ = ["BASELINE", "VARIANTS", "EpochBudget", "epoch_budget", "mask_pass_order",
+           "matched_eps", "paper_position_masks", "random_masks_like", "refreshed_masks",
+           "training_masks", "uses_cam"]
 
 
 def uses_cam(variant: str) -> bool:
@@ -64,9 +75,10 @@ def training_masks(variant: str, cam_masks: Tensor, seed: int, epoch: int) -> Te
 class EpochBudget:
     """The budget of one epoch: a per-sample mask (eps / eps_low) or one uniform eps."""
 
-    masks: Tensor | None  # bool [N, c, H, W] in sample order, or None for a uniform budget
+    masks: Tensor | None  # bool [N, c, H, W], or None for a uniform budget
     eps: float
     eps_low: float
+    by_position: bool = False  # masks[p] is for batch position p (paper), not sample p (ours)
 
     def for_batch(self, batch_masks: Tensor | None) -> float | Tensor:
         if batch_masks is None:
@@ -78,7 +90,8 @@ class EpochBudget:
         return self.eps if self.masks is None else matched_eps(self.masks, self.eps, self.eps_low)
 
 
-def epoch_budget(variant: str, masks: Tensor | None, eps: float, eps_low: float) -> EpochBudget:
+def epoch_budget(variant: str, masks: Tensor | None, eps: float, eps_low: float,
+                 alignment: str = "sample") -> EpochBudget:
     """What `variant` trains on, given the masks it holds (None for the baseline)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}")  # validated in params: a bug if reached
@@ -86,4 +99,34 @@ def epoch_budget(variant: str, masks: Tensor | None, eps: float, eps_low: float)
         return EpochBudget(None, eps, eps)
     if variant == "uniform_matched":
         return EpochBudget(None, matched_eps(masks, eps, eps_low), eps_low)
-    return EpochBudget(masks, eps, eps_low)
+    return EpochBudget(masks, eps, eps_low, by_position=alignment == "paper")
+
+
+def mask_pass_order(count: int, seed: int, epoch: int) -> Tensor:
+    """The shuffle of the paper alignment's mask pass before global `epoch`: its own draw,
+    independent of the training epoch's shuffle (as the paper code's second loader pass is)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed * 1_000_033 + epoch)
+    return torch.randperm(count, generator=generator)
+
+
+def paper_position_masks(model: nn.Module, images: Tensor, settings: MaskSettings, seed: int,
+                         epoch: int, augmentation: dict[str, Any]) -> Tensor:
+    """The paper code's masks: CAM masks of a shuffled, augmented pass over `images`, in the
+    order of that pass (masks[p] belongs to the image at position p of the pass)."""
+    order = mask_pass_order(images.shape[0], seed, epoch).to(images.device)
+    generator = torch.Generator(device=images.device).manual_seed(seed * 7_907 + epoch)
+
+    def augment(x: Tensor) -> Tensor:
+        return augment_batch(x, generator=generator, **augmentation)[0]
+
+    return compute_masks(model, images[order], settings, transform=augment)
+
+
+def refreshed_masks(variant: str, model: nn.Module, images: Tensor, settings: MaskSettings,
+                    seed: int, epoch: int, augmentation: dict[str, Any]) -> Tensor:
+    """The masks `variant` trains with from global `epoch` on, from `model`'s CAMs."""
+    if settings.alignment == "paper":
+        cam_masks = paper_position_masks(model, images, settings, seed, epoch, augmentation)
+    else:
+        cam_masks = compute_masks(model, images, settings)
+    return training_masks(variant, cam_masks, seed, epoch)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 
+import _paper_reference as paper
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,8 @@ from part.attacks import (
     fgsm,
     logit_margin,
     mma,
-    mma_candidates,
+    mma_max,
+    mma_max_candidates,
     pgd,
 )
 from part.errors import PartError
@@ -120,7 +122,7 @@ def _budget_map(x: Tensor, shape: str, seed: int = 1) -> Tensor:
 def _pgd_with(loss: str, start):
     def attack(model, x, y, budget):
         target = None
-        if loss == "targeted_margin":
+        if loss in ("targeted_margin", "targeted_hinge"):
             target = (y + 1) % NUM_CLASSES
         return pgd(model, x, y, budget, STEP, 5, random_start=start, loss=loss, target=target)
 
@@ -134,7 +136,13 @@ ATTACKS = {
     "pgd-ce-nostart": _pgd_with("ce", False),
     "fgsm": lambda model, x, y, budget: fgsm(model, x, y, budget),
     "cw_inf": lambda model, x, y, budget: cw_inf(model, x, y, budget, STEP, 5),
+    "pgd-ce-paper-start": lambda model, x, y, budget: pgd(model, x, y, budget, STEP, 5,
+                                                           start="paper", start_eps=EPS),
+    "pgd-kl-paper-start": lambda model, x, y, budget: pgd(model, x, y, budget, STEP, 5,
+                                                           random_start="normal", loss="kl",
+                                                           start="paper"),
     "mma": lambda model, x, y, budget: mma(model, x, y, budget, STEP, 5, k=3),
+    "mma_max": lambda model, x, y, budget: mma_max(model, x, y, budget, STEP, 5, k=3),
 }
 
 
@@ -271,13 +279,13 @@ def test_cw_inf_is_pgd_on_the_margin(small_batch):
 
 
 @pytest.mark.slow
-def test_mma_keeps_per_example_the_largest_margin_of_the_top_k_targeted_runs(task):
+def test_mma_max_keeps_per_example_the_largest_margin_of_the_top_k_targeted_runs(task):
     model, x, y = task
     x, y = x[:500], y[:500]
     torch.manual_seed(0)
-    x_mma = mma(model, x, y, EPS, STEP, 10, k=3)
+    x_mma = mma_max(model, x, y, EPS, STEP, 10, k=3)
     torch.manual_seed(0)
-    candidates, margins = mma_candidates(model, x, y, EPS, STEP, 10, k=3)
+    candidates, margins = mma_max_candidates(model, x, y, EPS, STEP, 10, k=3)
 
     # Candidate i is the targeted margin PGD towards the i-th most likely wrong class.
     with torch.no_grad():
@@ -298,6 +306,74 @@ def test_mma_keeps_per_example_the_largest_margin_of_the_top_k_targeted_runs(tas
     assert _accuracy(model, x_mma, y) < _accuracy(model, x, y)
 
 
+def _same_up_to_rounding(ours: Tensor, theirs: Tensor) -> None:
+    """Equal but for the last bits: the paper code projects with min/max against x -+ eps, ours
+    rounds the box inwards so the bound holds exactly; a gradient sign may flip at a float tie."""
+    assert ((ours - theirs).abs() > 1e-6).float().mean() < 1e-3
+
+
+@pytest.mark.slow
+def test_mma_is_the_paper_codes_mma(task):
+    model, x, y = task
+    x, y = x[:500], y[:500]
+    torch.manual_seed(3)
+    ours = mma(model, x, y, EPS, STEP, 10, k=3)
+    torch.manual_seed(3)  # the same draw as ours: one U(-eps, eps) start shared by the k runs
+    noise = torch.empty_like(x).uniform_(-EPS, EPS)
+    theirs = paper.mma(model, x, y, EPS, STEP, 10, noise, k=3, num_classes=NUM_CLASSES)
+    _same_up_to_rounding(ours, theirs)
+    with torch.no_grad():
+        assert ((model(ours).argmax(1) == y) == (model(theirs).argmax(1) == y)).all()
+    assert _accuracy(model, ours, y) < _accuracy(model, x, y)
+
+
+def test_paper_start_is_the_paper_codes_part_pgd(small_batch):
+    model, x, y = small_batch
+    budget = _budget_map(x, "channel")
+    torch.manual_seed(5)
+    ours = pgd(model, x, y, budget, STEP, 4, start="paper", start_eps=EPS)
+    torch.manual_seed(5)
+    noise = torch.empty_like(x).uniform_(-EPS, EPS)  # every element at the full eps, unprojected
+    theirs = paper.part_pgd(model, x, y, budget, noise, num_steps=4, step_size=STEP)
+    _same_up_to_rounding(ours, theirs)
+    # Ours draws within each element's budget instead: another start, another result.
+    torch.manual_seed(5)
+    assert not torch.equal(pgd(model, x, y, budget, STEP, 4), ours)
+
+
+def _precisions_here() -> list[str]:
+    """fp32 everywhere; bf16 autocast where the CPU (or GPU) runs it; tf32 on CUDA only."""
+    available = ["fp32", "bf16"]
+    if torch.cuda.is_available():
+        available.append("tf32")
+    return available
+
+
+@pytest.mark.parametrize("precision", _precisions_here())
+@pytest.mark.parametrize("eps_pair", [(8 / 255, 7 / 255), (0.1, 0.0875), (EPS, EPS_LOW)])
+def test_every_element_stays_in_its_own_budget_exactly_under_each_precision(small_batch,
+                                                                             precision, eps_pair):
+    from part.precision import precision_context
+
+    model, x, y = small_batch
+    eps, eps_low = eps_pair
+    grid = (x * 255).round() / 255  # pixel values as data sets store them
+    mask = torch.rand(x.shape[0], 1, *x.shape[2:], generator=torch.Generator().manual_seed(2)) < .6
+    budget = torch.where(mask, eps, eps_low)
+    device = torch.device("cuda" if precision == "tf32" else "cpu")
+    with precision_context(precision, device):
+        for x_in in (x, grid):
+            for start in ("budget", "paper"):
+                x_adv = pgd(model, x_in, y, budget, eps / 4, 3, start=start, start_eps=eps)
+                # Exactly: in float64, with no tolerance, and in the images' own float32.
+                assert ((x_adv.double() - x_in.double()).abs() <= budget.double()).all()
+                assert ((x_adv - x_in).abs() <= budget).all()
+                assert ((x_adv >= 0) & (x_adv <= 1)).all()
+            x_uniform = pgd(model, x_in, y, eps, eps / 4, 3)
+            as_stored = torch.tensor(eps, dtype=torch.float32).double()  # as a budget map holds it
+            assert ((x_uniform.double() - x_in.double()).abs() <= as_stored).all()
+
+
 # --------------------------------------------------------------------------- caller's state
 
 
@@ -309,6 +385,7 @@ def test_attacks_leave_mode_and_parameter_grads_alone(small_batch, training):
     try:
         pgd(model, x, y, EPS, STEP, 2)
         mma(model, x, y, EPS, STEP, 1, k=2)
+        mma_max(model, x, y, EPS, STEP, 1, k=2)
         assert model.training is training
         assert all(parameter.grad is None for parameter in model.parameters())
     finally:
@@ -384,9 +461,9 @@ def test_pgd_matches_torchattacks(task):
     with torch.no_grad():
         ours_right = model(ours).argmax(1) == y
         theirs_right = model(theirs).argmax(1) == y
-    # Their loss is a batch mean, ours a sum: identical gradient signs up to rare float ties (on
-    # this CPU the runs come out bit-identical).
-    assert (ours != theirs).float().mean() < 1e-3
+    # Their loss is a batch mean, ours a sum: identical gradient signs up to rare float ties;
+    # ours rounds its final projection inwards (the bound holds exactly), theirs to nearest.
+    _same_up_to_rounding(ours, theirs)
     assert (ours_right == theirs_right).float().mean() > 0.999
 
     # Independent seeds: the robust accuracies agree to within a percentage point.
@@ -407,7 +484,7 @@ def test_fgsm_matches_torchattacks(task):
     ours = fgsm(model, x, y, EPS)
     theirs = torchattacks.FGSM(model, eps=EPS)(x, y)
     # Their loss is a batch mean, ours a sum: the same gradient signs up to rare float ties.
-    assert (ours != theirs).float().mean() < 1e-3
+    _same_up_to_rounding(ours, theirs)
     assert abs(_accuracy(model, ours, y) - _accuracy(model, theirs, y)) < 0.002
 
 
@@ -468,3 +545,7 @@ def test_invalid_arguments_are_named(small_batch):
     )
     _raises(r"mma k must be an int", lambda: mma(model, x, y, EPS, STEP, 1, k=0))
     _raises(r"eps must be >= 0", lambda: cw_inf(model, x, y, -EPS, STEP))
+    _raises(r"unknown start rule 'torch'; allowed: budget, paper",
+            lambda: pgd(model, x, y, EPS, STEP, 1, start="torch"))
+    _raises(r"start='paper' with a budget map .* pass start_eps=",
+            lambda: pgd(model, x, y, _budget_map(x, "pixel"), STEP, 1, start="paper"))

@@ -123,7 +123,7 @@ def test_worst_case_needs_every_attack_survived_over_the_shared_examples():
 
 
 def test_worst_case_and_figures_match_per_example_results_and_repeat(trained):
-    attacks = ("natural", "fgsm", "pgd20", "cw20", "mma")
+    attacks = ("natural", "fgsm", "pgd20", "cw20", "mma", "mma_max", "pgd_unimportant")
     settings = {"eps": EPS, "step_size": STEP, "steps": 5, "batch_size": 16, "seed": 3}
     first = evaluate_model(trained.model, trained.images, trained.labels, attacks=attacks, n=24,
                            progress=False, **settings)
@@ -140,6 +140,28 @@ def test_worst_case_and_figures_match_per_example_results_and_repeat(trained):
     assert first["worst_case"] == worst.sum().item() / 24
     assert first["worst_case"] <= min(first[name] for name in attacks)
     assert first["n_worst_case"] == 24
+
+
+@pytest.mark.parametrize("rule", ["official", "quantile"])
+def test_pgd_unimportant_moves_only_what_the_evaluated_models_own_cam_calls_unimportant(
+        trained, rule):
+    from part.evaluate import AttackSettings, _adversary
+    from part.masking import MaskSettings, compute_masks
+
+    masks = MaskSettings("gradcam", rule, 0.5)
+    attack = _adversary("pgd_unimportant", AttackSettings(EPS, STEP, 5, 64, 0, masks))
+    images, labels = trained.images[:64], trained.labels[:64]
+    fresh = build_model("cnn_small", num_classes=10, in_channels=3).eval()
+    moved_where = []
+    for model in (trained.model, fresh):
+        important = compute_masks(model, images, masks).expand(-1, 3, -1, -1)
+        x = images.float() / 255
+        delta = (attack(model, x, labels) - x).abs()
+        assert (delta[important] == 0).all()  # no budget where the CAM says important
+        assert (delta[~important] <= EPS).all() and (delta[~important] > 0).float().mean() > 0.5
+        moved_where.append(delta > 0)
+    # Each model is attacked where its own CAM points away, not where the other's does.
+    assert not torch.equal(moved_where[0], moved_where[1])
 
 
 def test_uint8_and_float_images_give_the_same_figures(trained):

@@ -11,7 +11,15 @@ from part.checkpoint import load_checkpoint
 from part.data import load_source
 from part.masking import MaskSettings, compute_masks
 from part.params import TrainParams, params_from_dict
-from part.train import RunSpec, TrainData, learning_rate, train_run, training_batches
+from part.train import (
+    RunSpec,
+    TrainData,
+    epoch_order,
+    learning_rate,
+    train_run,
+    training_batches,
+)
+from part.variants import EpochBudget, mask_pass_order
 
 CPU = torch.device("cpu")
 
@@ -55,7 +63,8 @@ def test_every_image_is_trained_with_its_own_mask(augment):
     order = torch.randperm(100, generator=torch.Generator().manual_seed(0))
     generator = torch.Generator().manual_seed(1)
     seen = []
-    for x, y, batch_masks in training_batches(data, masks, order, 32, augment, generator):
+    budget = EpochBudget(masks, 8 / 255, 4 / 255)
+    for x, y, batch_masks in training_batches(data, budget, order, 32, augment, generator):
         assert torch.equal(batch_masks, (x > 0.5).any(dim=1, keepdim=True))
         seen.append(y)
     assert torch.equal(torch.cat(seen), data.labels[order])
@@ -86,9 +95,10 @@ def burnin(tmp_path_factory):
 MASK_SETTINGS = MaskSettings("gradcam", "quantile", 0.5, 64)
 
 
-def _continue(params, burnin_path, root, name, variant="baseline", refresh_every=0, data=None):
+def _continue(params, burnin_path, root, name, variant="baseline", refresh_every=0, data=None,
+              mask_settings=MASK_SETTINGS):
     spec = RunSpec(name, 2, params.epochs, variant=variant, init_checkpoint=burnin_path,
-                   mask_settings=MASK_SETTINGS if variant != "baseline" else None,
+                   mask_settings=mask_settings if variant != "baseline" else None,
                    refresh_every=refresh_every)
     out = root / f"{name}.safetensors"
     history = train_run(params, spec, data if data is not None else _tiny_data(), CPU,
@@ -128,6 +138,61 @@ def test_every_variant_with_eps_low_equal_to_eps_is_exactly_the_baseline(burnin,
     other, history = _continue(params, burnin, tmp_path, variant, variant, refresh_every=1)
     _assert_same_weights(baseline, other)
     assert [row["mean_budget"] for row in history] == pytest.approx([8 / 255] * 2, abs=1e-8)
+
+
+@pytest.mark.parametrize("alignment", ["sample", "paper"])
+def test_under_paper_alignment_an_image_trains_with_the_mask_of_its_position_in_the_mask_pass(
+        burnin, tmp_path, monkeypatch, alignment):
+    """`sample`: the image at position p of the epoch gets its own mask. `paper`: it gets the
+    mask of the image at position p of the earlier mask pass, which was shuffled apart."""
+    import dataclasses
+
+    import part.train as train_module
+
+    params = _tiny_params(epochs=2, mask={"alignment": alignment},
+                          train={"batch_size": 32, "steps": 1, "step_size": "2/255",
+                                 "monitor_subset": 32, "monitor_steps": 1, "augment": "none"})
+    data = _tiny_data()
+    model, _ = load_checkpoint(burnin)
+    own_masks = compute_masks(model, data.images, MASK_SETTINGS)  # keyed by sample index
+    budgets = []
+    real_loss = train_module.training_loss
+
+    def recording_loss(method, model, x, y, budget, *args):
+        budgets.append(budget.clone())
+        return real_loss(method, model, x, y, budget, *args)
+
+    monkeypatch.setattr(train_module, "training_loss", recording_loss)
+    settings = dataclasses.replace(MASK_SETTINGS, alignment=alignment)
+    _continue(params, burnin, tmp_path, "part", "part", data=data, mask_settings=settings)
+
+    count = data.images.shape[0]
+    trained_order = epoch_order(count, params.seed, 2, CPU)
+    mask_order = mask_pass_order(count, params.seed, 2)
+    assert not torch.equal(trained_order, mask_order)
+    source = mask_order if alignment == "paper" else trained_order
+    expected = torch.where(own_masks[source], params.eps, params.eps_low)
+    assert torch.equal(torch.cat(budgets), expected)
+    if alignment == "paper":  # most images train with another image's mask
+        assert not torch.equal(own_masks[trained_order], own_masks[mask_order])
+
+
+def test_the_paper_start_changes_part_but_not_at_whose_paper_start_is_ours(burnin, tmp_path):
+    """The paper code's AT (torchattacks) draws U(-eps, eps) and clips it: our start for one
+    eps. Its part_pgd draws U(-eps, eps) on every pixel and does not project: not ours."""
+    train = {"batch_size": 32, "steps": 2, "step_size": "2/255", "monitor_subset": 32,
+             "monitor_steps": 2, "augment": "crop_flip"}
+    runs = {}
+    for start in ("budget", "paper"):
+        params = _tiny_params(train={**train, "random_start": start})
+        for variant in ("baseline", "part"):
+            runs[variant, start], _ = _continue(params, burnin, tmp_path / start,
+                                                variant, variant)
+    _assert_same_weights(runs["baseline", "budget"], runs["baseline", "paper"])
+    with pytest.raises(AssertionError):
+        _assert_same_weights(runs["part", "budget"], runs["part", "paper"])
+    _, meta = load_checkpoint(runs["part", "paper"])
+    assert meta["random_start"] == "paper" and meta["precision"] == "fp32"  # the CPU's
 
 
 def test_the_first_masks_are_the_burn_in_models_own(burnin, tmp_path):
