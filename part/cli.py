@@ -146,6 +146,45 @@ def evaluate(
     stdout.print(metrics_table(metrics, title))
 
 
+@app.command()
+@guarded
+def frontier(
+    metrics: list[Path] | None = typer.Argument(
+        None, help="metrics JSON files (metrics/<variant>-<seed>.json); default: every "
+                   "experiment of `dvc exp show --json` in this project"),
+    exp_json: Path | None = typer.Option(None, "--exp-json",
+                                         help="a saved `dvc exp show --json` output to read"),
+    plot: Path = typer.Option(Path("reports/frontier.png"), "--plot", help="the plot to write"),
+    table: Path = typer.Option(Path("reports/frontier.md"), "--table",
+                               help="the table to write (markdown)"),
+) -> None:
+    """The eps_low frontier: natural against PGD-20 and AutoAttack accuracy, one point per
+    experiment (PART across eps_low, uniform AT across eps), with n and 95% intervals."""
+    import json
+
+    from part.frontier import (
+        FrontierError,
+        dvc_exp_show,
+        points_from_experiments,
+        points_from_files,
+        write_frontier,
+    )
+
+    if metrics:
+        points = points_from_files(metrics)
+    elif exp_json is not None:
+        try:
+            points = points_from_experiments(json.loads(exp_json.read_text()))
+        except (OSError, json.JSONDecodeError) as error:
+            raise FrontierError(f"{exp_json}: not readable as `dvc exp show --json` output "
+                                f"({error}); save it with dvc exp show --json > FILE") from None
+    else:
+        points = points_from_experiments(dvc_exp_show())
+    write_frontier(points, plot, table)
+    stdout.print(f"{len(points)} points -> {plot}, {table}")
+    stdout.print(table.read_text(), markup=False, highlight=False)
+
+
 def main() -> None:
     app()
 

@@ -617,7 +617,8 @@ def evaluate_checkpoint(
     The architecture comes from the checkpoint's metadata; it must fit the data (channels, image
     size, classes, data set). eps defaults to the checkpoint's training eps, step_size to eps/4.
     `expect` (metadata key -> value) is checked as load_checkpoint does. The metrics gain the
-    checkpoint's model, method, dataset, eps_low, epoch and the paths.
+    checkpoint's model, method, variant, dataset, eps_low, epoch, training eps and seed, and the
+    paths.
     """
     from part.checkpoint import load_checkpoint, read_metadata
     from part.data import load_prepared
@@ -640,9 +641,10 @@ def evaluate_checkpoint(
                              step_size=step_size, steps=steps, n=n, n_autoattack=n_autoattack,
                              batch_size=batch_size, seed=seed, device=device, masks=masks,
                              progress=progress)
-    provenance = {key: meta.get(key) for key in ("model", "method", "dataset", "eps_low",
-                                                 "epoch")}
+    provenance = {key: meta.get(key) for key in ("model", "method", "variant", "dataset",
+                                                 "eps_low", "epoch")}
     return Metrics({**metrics, **provenance, "train_eps": meta.get("eps"),
+                    "train_seed": meta.get("seed"),
                     "checkpoint": str(checkpoint), "data": str(data)},
                    outcomes=metrics.outcomes)
 

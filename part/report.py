@@ -182,6 +182,13 @@ def save_tradeoff_plot(path: Path, study: dict[str, Any], params: Params) -> Non
                    f"95% {'t' if seeds > 1 else 'Wilson'} intervals", fontsize=8)
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
+    save_png(figure, path)
+
+
+def save_png(figure: Any, path: Path) -> None:
+    """Write a matplotlib figure as a PNG atomically, then free it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     try:
         with atomic_path(path) as tmp:

@@ -20,8 +20,9 @@ from part.checkpoint import load_checkpoint
 from part.data import load_prepared
 
 pytestmark = pytest.mark.slow
-METRIC_KEYS = {"natural", "fgsm", "pgd20", "cw20", "mma", "autoattack",
-               "n_natural", "n_fgsm", "n_pgd20", "n_cw20", "n_mma", "n_autoattack"}
+METRIC_KEYS = {"natural", "fgsm", "pgd20", "cw20", "mma", "pgd_unimportant", "autoattack",
+               "n_natural", "n_fgsm", "n_pgd20", "n_cw20", "n_mma", "n_pgd_unimportant",
+               "n_autoattack"}
 _run, _ran = run, ran
 
 
@@ -64,7 +65,8 @@ def test_every_declared_output_exists_with_the_metrics_keys(project):
         timings = json.loads((project / f"timings/evaluate-{variant}.json").read_text())
         assert set(timings) == {f"seconds_{key}" for key in metrics["attacks"]}
     report = (project / "reports/results.md").read_text()
-    for row in ("Natural", "FGSM", "PGD-20", "CW-inf-20", "MMA", "AutoAttack", "Worst case"):
+    for row in ("Natural", "FGSM", "PGD-20", "CW-inf-20", "MMA (paper)", "PGD-20, unimportant",
+                "AutoAttack", "Worst case"):
         assert f"| {row} |" in report
     assert (project / "reports/accuracy_robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -126,6 +128,25 @@ def test_eps_given_as_a_fraction_reaches_the_models(project):
     metrics = json.loads((project / "metrics/part-0.json").read_text())
     assert metrics["eps"] == pytest.approx(6 / 255)
     _reset(project)
+
+
+def test_the_frontier_draws_each_experiments_result_once_from_dvc_exp_show(project):
+    """Real `dvc exp show --json` output: the commit and the experiments the tests above ran."""
+    result = _run(["python", "-m", "part.cli", "frontier"], project)
+    assert (project / "reports/frontier.png").read_bytes()[:4] == b"\x89PNG", result.stdout
+    rows = [line.split(" | ") for line in
+            (project / "reports/frontier.md").read_text().splitlines()
+            if line.startswith("| ") and "---" not in line][1:]
+    budgets = {(row[1], row[2], row[3], row[4]) for row in rows}
+    assert {("part", "8/255", "6/255", "0"), ("part", "6/255", "5/255", "0"),
+            ("baseline", "6/255", "6/255", "0")} <= budgets
+    # The baseline at eps 8/255 is the same result in every eps_low or cam experiment: one row.
+    assert sum(row[1:5] == ["baseline", "8/255", "8/255", "0"] for row in rows) == 1
+    committed = json.loads(_run(["git", "show", "HEAD:metrics/part-0.json"], project).stdout)
+    natural = f"{100 * committed['natural']:.2f} ["
+    assert any(row[1:5] == ["part", "8/255", "7/255", "0"] and row[5].startswith(natural)
+               for row in rows)
+    assert all(row[-1].strip(" |").startswith(str(committed["n_natural"])) for row in rows)
 
 
 def test_invalid_params_stop_at_the_first_stage_with_the_message(project):
