@@ -8,7 +8,6 @@ pipeline with their message, and that a stage killed halfway leaves no half-writ
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -29,11 +28,8 @@ _run, _ran = run, ran
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     repo = make_project(tmp_path_factory.mktemp("pipeline"))
-    started = time.perf_counter()
-    first = _run(["dvc", "repro"], repo)
-    elapsed = time.perf_counter() - started
+    first = _run(["dvc", "repro"], repo)  # speed is the benchmarks' business, not a test's
     assert _ran(first) == ALL_STAGES, first.stdout
-    assert elapsed < 180, f"the tiny pipeline took {elapsed:.0f} s"
     commit(repo, "first repro")
     return repo
 
