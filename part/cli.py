@@ -182,7 +182,7 @@ def frontier(
         points = points_from_experiments(dvc_exp_show())
     write_frontier(points, plot, table)
     stdout.print(f"{len(points)} points -> {plot}, {table}")
-    stdout.print(table.read_text(), markup=False, highlight=False)
+    stdout.print(table.read_text(), markup=False, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -221,6 +221,13 @@ def frontier_table(points: list[FrontierPoint]) -> str:
             "several experiments is listed once. " + intervals + "\n\n" + "\n".join(lines) + "\n")
 
 
+def _error_bars(values: list[Accuracy]) -> list[list[float]]:
+    """Bar lengths below and above each mean, in points; never negative (a Wilson bound at 0 or
+    1 can sit a rounding error on the wrong side of the mean)."""
+    return [[max(0.0, 100 * (v.mean - v.low)) for v in values],
+            [max(0.0, 100 * (v.high - v.mean)) for v in values]]
+
+
 def save_frontier_plot(path: Path, points: list[FrontierPoint]) -> None:
     import matplotlib
 
@@ -239,12 +246,8 @@ def save_frontier_plot(path: Path, points: list[FrontierPoint]) -> None:
                 continue
             xs = [100 * p.accuracy["natural"].mean for p in series]
             ys = [100 * p.accuracy[key].mean for p in series]
-            xerr = [[100 * (p.accuracy["natural"].mean - p.accuracy["natural"].low)
-                     for p in series],
-                    [100 * (p.accuracy["natural"].high - p.accuracy["natural"].mean)
-                     for p in series]]
-            yerr = [[100 * (p.accuracy[key].mean - p.accuracy[key].low) for p in series],
-                    [100 * (p.accuracy[key].high - p.accuracy[key].mean) for p in series]]
+            xerr = _error_bars([p.accuracy["natural"] for p in series])
+            yerr = _error_bars([p.accuracy[key] for p in series])
             axis.errorbar(xs, ys, xerr=xerr, yerr=yerr, fmt="o-" if len(series) > 1 else "o",
                           capsize=3, label=variant)
             uniform = variant not in ("part", "random_mask")
