@@ -321,6 +321,7 @@ def test_mma_is_the_paper_codes_mma(task):
     torch.manual_seed(3)  # the same draw as ours: one U(-eps, eps) start shared by the k runs
     noise = torch.empty_like(x).uniform_(-EPS, EPS)
     theirs = paper.mma(model, x, y, EPS, STEP, 10, noise, k=3, num_classes=NUM_CLASSES)
+    model.zero_grad(set_to_none=True)  # the paper code backpropagates into the weights too
     _same_up_to_rounding(ours, theirs)
     with torch.no_grad():
         assert ((model(ours).argmax(1) == y) == (model(theirs).argmax(1) == y)).all()
@@ -335,6 +336,7 @@ def test_paper_start_is_the_paper_codes_part_pgd(small_batch):
     torch.manual_seed(5)
     noise = torch.empty_like(x).uniform_(-EPS, EPS)  # every element at the full eps, unprojected
     theirs = paper.part_pgd(model, x, y, budget, noise, num_steps=4, step_size=STEP)
+    model.zero_grad(set_to_none=True)  # the paper code backpropagates into the weights too
     _same_up_to_rounding(ours, theirs)
     # Ours draws within each element's budget instead: another start, another result.
     torch.manual_seed(5)
