@@ -66,12 +66,6 @@ def info() -> None:
     stdout.print(table)
 
 
-def _budget_text(value: float) -> str:
-    in_pixels = value * 255
-    if abs(in_pixels - round(in_pixels)) < 1e-6:
-        return f"{round(in_pixels)}/255"
-    return f"{value:.4g}"
-
 
 def _attack_label(key: str, metrics: dict[str, Any]) -> str:
     steps = metrics.get("steps", 20)
@@ -125,6 +119,7 @@ def evaluate(
     """Robust accuracy of a checkpoint under natural, FGSM, PGD-20, CW-inf-20, MMA, PGD on the
     CAM-unimportant pixels, AutoAttack."""
     from part.evaluate import EvaluationError, evaluate_checkpoint, parse_attacks, write_metrics
+    from part.frontier import budget_text
     from part.masking import MaskSettings
     from part.params import parse_budget
 
@@ -141,8 +136,8 @@ def evaluate(
     if json_path is not None:
         write_metrics(json_path, metrics)
     title = (f"{checkpoint.name}: {metrics['model']} {metrics['method']}, epoch "
-             f"{metrics['epoch']}, eps {_budget_text(metrics['eps'])}, step "
-             f"{_budget_text(metrics['step_size'])}")
+             f"{metrics['epoch']}, eps {budget_text(metrics['eps'])}, step "
+             f"{budget_text(metrics['step_size'])}")
     stdout.print(metrics_table(metrics, title))
 
 

@@ -27,6 +27,12 @@ FRONTIER_PLOT = Path("reports/frontier.png")
 FRONTIER_TABLE = Path("reports/frontier.md")
 
 
+def budget_text(value: float) -> str:
+    """A budget as people write it: "8/255" when it is a whole number of 1/255 steps."""
+    pixels = value * 255
+    return f"{round(pixels)}/255" if abs(pixels - round(pixels)) < 1e-6 else f"{value:.4g}"
+
+
 class FrontierError(PartError):
     pass
 
@@ -195,10 +201,6 @@ def dvc_exp_show(cwd: Path = Path(".")) -> Any:
 # --------------------------------------------------------------------------- outputs
 
 
-def _budget_text(value: float) -> str:
-    pixels = value * 255
-    return f"{round(pixels)}/255" if abs(pixels - round(pixels)) < 1e-6 else f"{value:.4g}"
-
 
 def frontier_table(points: list[FrontierPoint]) -> str:
     lines = ["| experiment | variant | eps | eps_low | seeds | natural (%) | PGD-20 (%) | "
@@ -212,8 +214,8 @@ def frontier_table(points: list[FrontierPoint]) -> str:
                          f"{100 * value.mean:.2f} [{100 * value.low:.2f}, {100 * value.high:.2f}]")
             counts.append("-" if value is None else str(value.n))
         seeds = ", ".join(str(seed) for seed in found.seeds)
-        lines.append(f"| {found.source} | {found.variant} | {_budget_text(found.eps)} | "
-                     f"{_budget_text(found.eps_low)} | {seeds} | " + " | ".join(cells) +
+        lines.append(f"| {found.source} | {found.variant} | {budget_text(found.eps)} | "
+                     f"{budget_text(found.eps_low)} | {seeds} | " + " | ".join(cells) +
                      f" | {' / '.join(counts)} |")
     intervals = ("Intervals: 95%, Wilson for one seed, Student-t over seeds (the mean of the "
                  "seeds' accuracies).")
@@ -252,7 +254,7 @@ def save_frontier_plot(path: Path, points: list[FrontierPoint]) -> None:
                           capsize=3, label=variant)
             uniform = variant not in ("part", "random_mask")
             for p, x, y in zip(series, xs, ys, strict=True):
-                label = f"eps {_budget_text(p.eps)}" if uniform else _budget_text(p.eps_low)
+                label = f"eps {budget_text(p.eps)}" if uniform else budget_text(p.eps_low)
                 axis.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4),
                               fontsize=7)
         axis.set_xlabel("natural accuracy (%)")
