@@ -18,7 +18,8 @@ import time
 import torch
 import typer
 
-from part.data import balanced_subset, load_source
+from part.data.sources import load_source
+from part.data.subset import balanced_subset
 from part.device import resolve_device
 from part.masking import MaskSettings, compute_masks
 from part.models import build_model

@@ -22,8 +22,9 @@ import time
 
 import torch
 
+from part.attack_suite import ATTACKS, parse_attacks
 from part.device import resolve_device
-from part.evaluate import ATTACKS, evaluate_model, parse_attacks
+from part.evaluate import evaluate_model
 from part.models import build_model
 
 EPS = 8 / 255

@@ -319,15 +319,8 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor) -> Tensor:
     return _ascend(model, x, y, budget, budget, 1, x.detach().clone(), "ce", None, None)
 
 
-def cw_inf(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float | Tensor,
-    step_size: float,
-    steps: int = 20,
-    random_start: RandomStart = True,
-) -> Tensor:
+def cw_inf(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, step_size: float,
+           steps: int = 20, random_start: RandomStart = True) -> Tensor:
     """CW-inf: PGD on the margin max_{j != y} z_j - z_y."""
     return pgd(model, x, y, eps, step_size, steps, random_start=random_start, loss="margin")
 
@@ -352,16 +345,8 @@ def _keep_largest(candidates: Tensor, scores: Tensor) -> Tensor:
     return candidates[best, torch.arange(candidates.shape[1], device=candidates.device)]
 
 
-def mma(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float | Tensor,
-    step_size: float,
-    steps: int = 20,
-    k: int = 3,
-    random_start: RandomStart = True,
-) -> Tensor:
+def mma(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, step_size: float,
+        steps: int = 20, k: int = 3, random_start: RandomStart = True) -> Tensor:
     """The paper code's MMA evaluation (craft_ae.mma, category 'Madry'), exactly.
 
     One random start clamp(x + U(-eps, eps), 0, 1), shared by k targeted runs, one per top-k
@@ -389,16 +374,9 @@ def mma(
     return _keep_largest(torch.stack(candidates), torch.stack(target_margins, dim=1))
 
 
-def mma_max_candidates(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float | Tensor,
-    step_size: float,
-    steps: int = 20,
-    k: int = 3,
-    random_start: RandomStart = True,
-) -> tuple[Tensor, Tensor]:
+def mma_max_candidates(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor,
+                       step_size: float, steps: int = 20, k: int = 3,
+                       random_start: RandomStart = True) -> tuple[Tensor, Tensor]:
     """The k targeted margin attacks behind `mma_max`, one per top-k other class by the clean
     logits, each from its own random start.
 
@@ -417,16 +395,8 @@ def mma_max_candidates(
     return torch.stack(candidates), torch.stack(margins, dim=1)
 
 
-def mma_max(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float | Tensor,
-    step_size: float,
-    steps: int = 20,
-    k: int = 3,
-    random_start: RandomStart = True,
-) -> Tensor:
+def mma_max(model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor, step_size: float,
+            steps: int = 20, k: int = 3, random_start: RandomStart = True) -> Tensor:
     """A stronger MMA than the paper's: targeted margin PGD (no hinge) against each of the top-k
     other classes from independent random starts, keeping per example the candidate with the
     largest final margin over all wrong classes (the most damaging one)."""

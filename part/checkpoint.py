@@ -13,9 +13,6 @@ Nothing is ever unpickled: tensors come back through ``safetensors`` only.
 
 from __future__ import annotations
 
-import dataclasses
-import enum
-import hashlib
 import json
 import math
 import os
@@ -29,8 +26,8 @@ from torch import nn
 
 from part import __version__
 from part.errors import PartError
+from part.hashing import json_default, json_sha256, tensors_digest
 from part.models import ModelError, build_model
-from part.provenance import tensors_digest
 from part.tensorfile import write_safetensors
 
 FORMAT = "part-checkpoint/1"
@@ -56,35 +53,15 @@ class CheckpointError(PartError):
     """A checkpoint that is missing, unreadable, foreign, inconsistent or not the one expected."""
 
 
-# ----------------------------------------------------------------------------- hashing
-
-
-def _json_default(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.asdict(obj)
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
-
-
 def params_hash(obj: Any) -> str:
-    """First 16 hex digits of the sha256 of a canonical JSON dump of `obj` (sorted keys).
-
-    Accepts mappings, lists, scalars, dataclasses, paths and enums; equal params give equal
-    hashes whatever the key order.
-    """
+    """First 16 hex digits of `hashing.json_sha256(obj)`: equal params give equal hashes whatever
+    the key order."""
     try:
-        canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                               allow_nan=False, default=_json_default)
+        return json_sha256(obj)[:16]
     except (TypeError, ValueError) as err:
         raise CheckpointError(
             f"cannot hash params: {err}; use only str keys and JSON values (no NaN/inf)"
         ) from err
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -131,7 +108,7 @@ def _encode_meta(meta: Mapping[str, Any], where: str) -> dict[str, str]:
             )
         try:
             encoded[key] = json.dumps(value, allow_nan=False, sort_keys=True,
-                                      default=_json_default)
+                                      default=json_default)
         except (TypeError, ValueError) as err:
             raise CheckpointError(
                 f"{where}: metadata {key!r}={value!r} is not JSON-encodable ({err}); "

@@ -10,11 +10,13 @@ import typer
 from rich.table import Table
 
 from part import __version__
-from part.params import ATTACKS, CAMS, MASK_RULES
+from part.attack_suite import ATTACKS
+from part.cam import CAM_METHODS
+from part.mask_rules import MASK_RULES
+from part.paths import FRONTIER_PLOT, FRONTIER_TABLE, TEST_SET
 from part.ui import guarded, stdout
 
-# part.pipeline.TEST_SET, spelled out so that `part-cli --help` does not import torch.
-DEFAULT_TEST_SET = "data/prepared/test.safetensors"
+DEFAULT_TEST_SET = str(TEST_SET)
 
 app = typer.Typer(
     add_completion=False,
@@ -44,7 +46,7 @@ def info() -> None:
     import torch
     import torchvision
 
-    from part.data import SOURCES, find_source_root
+    from part.data.sources import SOURCES, find_source_root
     from part.device import resolve_device
 
     table = Table(title="part", show_header=False)
@@ -101,7 +103,8 @@ def evaluate(
                                  help="test examples per attack (AutoAttack aside); default all"),
     n_autoattack: int | None = typer.Option(1000, "--n-autoattack", min=1,
                                             help="test examples for AutoAttack (the first ones)"),
-    cam: str = typer.Option("gradcam", "--cam", help=f"pgd_unimportant's CAM: {', '.join(CAMS)}"),
+    cam: str = typer.Option("gradcam", "--cam",
+                            help=f"pgd_unimportant's CAM: {', '.join(CAM_METHODS)}"),
     mask_rule: str = typer.Option("official", "--mask-rule",
                                   help=f"pgd_unimportant's mask rule: {', '.join(MASK_RULES)}"),
     quantile: float = typer.Option(0.5, "--quantile", min=0.0, max=1.0,
@@ -118,13 +121,15 @@ def evaluate(
 ) -> None:
     """Robust accuracy of a checkpoint under natural, FGSM, PGD-20, CW-inf-20, MMA, PGD on the
     CAM-unimportant pixels, AutoAttack."""
-    from part.evaluate import EvaluationError, evaluate_checkpoint, parse_attacks, write_metrics
+    from part.attack_suite import EvaluationError, parse_attacks
+    from part.evaluate import evaluate_checkpoint, write_metrics
     from part.frontier import budget_text
     from part.masking import MaskSettings
     from part.params import parse_budget
 
     chosen = parse_attacks(attacks)  # before any file is read: a typo fails at once
-    for option, value, allowed in (("--cam", cam, CAMS), ("--mask-rule", mask_rule, MASK_RULES)):
+    for option, value, allowed in (("--cam", cam, CAM_METHODS),
+                                   ("--mask-rule", mask_rule, MASK_RULES)):
         if value not in allowed:
             raise EvaluationError(f"{option} {value!r} is not one of {', '.join(allowed)}")
     budget = None if eps is None else parse_budget(eps, "--eps")
@@ -149,8 +154,8 @@ def frontier(
                    "experiment of `dvc exp show --json` in this project"),
     exp_json: Path | None = typer.Option(None, "--exp-json",
                                          help="a saved `dvc exp show --json` output to read"),
-    plot: Path = typer.Option(Path("reports/frontier.png"), "--plot", help="the plot to write"),
-    table: Path = typer.Option(Path("reports/frontier.md"), "--table",
+    plot: Path = typer.Option(FRONTIER_PLOT, "--plot", help="the plot to write"),
+    table: Path = typer.Option(FRONTIER_TABLE, "--table",
                                help="the table to write (markdown)"),
 ) -> None:
     """The eps_low frontier: natural against PGD-20 and AutoAttack accuracy, one point per

@@ -6,6 +6,8 @@ import torch
 
 from part.errors import PartError
 
+DEVICES = ("auto", "cpu", "cuda")  # the values of the `device` param
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":

@@ -1,22 +1,7 @@
 """Multi-attack robustness evaluation -> the metrics dict of DESIGN section 4.
 
-Attacks (keys of the metrics JSON):
-
-- ``natural``: clean accuracy.
-- ``fgsm``: one signed-gradient step of size eps.
-- ``pgd20``: PGD on cross-entropy, uniform random start, ``steps`` steps of ``step_size`` (the
-  paper evaluates with the training step: 2/255, 1/255 on SVHN).
-- ``cw20``: PGD on the CW margin max_{j != y} z_j - z_y, same schedule.
-- ``mma``: the paper code's margin attack, exactly: from one shared random start, a hinged
-  targeted margin PGD against each of the top-3 other classes; per example the run with the
-  largest margin towards its own target class is kept.
-- ``mma_max``: a stronger MMA: independent random starts, no hinge, and per example the run
-  with the largest margin over all wrong classes is kept.
-- ``pgd_unimportant``: PGD on cross-entropy (as ``pgd20``) with the full eps on the elements the
-  evaluated model's own CAM calls unimportant (the pipeline's CAM method and mask rule) and no
-  budget elsewhere: it attacks PART where PART trains with eps_low.
-- ``autoattack``: AutoAttack standard, L-inf (APGD-CE, APGD-T, FAB-T, Square), through the
-  upstream ``autoattack`` package where it is installed, else ``pyautoattack``.
+The attacks and their keys are `part.attack_suite`'s registry; AutoAttack runs through
+`part.autoattack`.
 
 Every attack runs on the first ``n_<key>`` test examples (the same first examples for all), so
 the per-example correctness vectors line up; ``worst_case`` counts an example as robust only if
@@ -30,48 +15,45 @@ bool vectors; the only host syncs are one per attack, after its batch loop.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from part.atomic import atomic_write_text
-from part.attacks import cw_inf, fgsm, mma, mma_max, pgd
-from part.errors import PartError
-from part.masking import MaskSettings, unimportant_budget
-from part.params import ATTACKS, Params
+from part.attack_suite import (
+    ATTACKS,
+    AUTOATTACK,
+    DEFAULT_MASK_SETTINGS,
+    Adversary,
+    AttackSettings,
+    EvaluationError,
+    adversary,
+    parse_attacks,
+)
+from part.autoattack import SUBATTACKS, run_autoattack, warn_if_disagreeing
+from part.eval_mode import eval_mode
+from part.masking import MaskSettings
+from part.params import Params
 from part.precision import precision_context
+from part.progress import Display
 
 __all__ = [
-    "ATTACKS",
-    "AUTOATTACK_SUBATTACKS",
     "EvaluationError",
-    "MMA_TOP_K",
     "Metrics",
     "OUTCOMES_FORMAT",
     "attack_correctness",
     "evaluate_checkpoint",
     "evaluate_model",
     "evaluate_with_params",
-    "parse_attacks",
     "worst_case_correctness",
     "write_metrics",
     "write_outcomes",
 ]
-
-MMA_TOP_K = 3  # the paper's code attacks the 3 most likely wrong classes
-AUTOATTACK_SUBATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
-AUTOATTACK_MAX_TARGETS = 9  # the standard version's APGD-T / FAB-T target count
-AUTOATTACK_MIN_CLASSES = 4  # APGD-T's targeted DLR loss reads the 4th-largest logit
 
 OUTCOMES_FORMAT = "part-outcomes/1"
 
@@ -86,63 +68,10 @@ class Metrics(dict):
         self.outcomes: dict[str, Tensor] = dict(outcomes or {})
 
 
-Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
 Advance = Callable[[int], None]
 
 
-class EvaluationError(PartError):
-    """Evaluation asked for with inputs or settings it cannot honour."""
-
-
 # --------------------------------------------------------------------------- arguments
-
-
-def parse_attacks(attacks: str | Sequence[str]) -> tuple[str, ...]:
-    """Attack keys from "natural,pgd20" or a sequence, validated, deduplicated, in ATTACKS order."""
-    items = attacks.split(",") if isinstance(attacks, str) else list(attacks)
-    names = [str(item).strip() for item in items if str(item).strip()]
-    if not names:
-        raise EvaluationError(f"no attacks given; choose from {', '.join(ATTACKS)}")
-    unknown = [name for name in names if name not in ATTACKS]
-    if unknown:
-        raise EvaluationError(
-            f"unknown attack {', '.join(repr(name) for name in unknown)}; "
-            f"allowed: {', '.join(ATTACKS)}"
-        )
-    return tuple(name for name in ATTACKS if name in names)
-
-
-# The CAM settings `pgd_unimportant` uses where the caller names none: the pipeline's defaults.
-DEFAULT_MASK_SETTINGS = MaskSettings(method="gradcam", rule="official")
-
-
-@dataclass(frozen=True)
-class AttackSettings:
-    eps: float
-    step_size: float
-    steps: int
-    batch_size: int
-    seed: int
-    masks: MaskSettings = DEFAULT_MASK_SETTINGS  # how pgd_unimportant finds the unimportant
-
-
-def _check_settings(settings: AttackSettings) -> None:
-    def is_number(value: object) -> bool:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-    if not is_number(settings.eps) or not 0.0 <= settings.eps <= 1.0:
-        raise EvaluationError(
-            f"eps must be a budget in [0, 1] (a fraction of the pixel range, e.g. 8/255); "
-            f"got {settings.eps!r}"
-        )
-    if not is_number(settings.step_size) or not math.isfinite(settings.step_size) \
-            or settings.step_size < 0:
-        raise EvaluationError(f"step_size must be a number >= 0 (e.g. eps/4); "
-                              f"got {settings.step_size!r}")
-    for name, minimum in (("steps", 0), ("batch_size", 1), ("seed", 0)):
-        value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise EvaluationError(f"{name} must be a whole number >= {minimum}; got {value!r}")
 
 
 def _check_count(value: int | None, name: str) -> None:
@@ -183,85 +112,7 @@ def _as_unit_float(images: Tensor) -> Tensor:
     return images.float()
 
 
-# --------------------------------------------------------------------------- progress
-
-
-class _Tracker:
-    """A rich progress bar per attack on the stderr console, or nothing."""
-
-    def __init__(self, enabled: bool):
-        self._progress = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            from part.ui import console
-
-            self._progress = Progress(TextColumn("{task.description:<24}"), BarColumn(),
-                                      MofNCompleteColumn(), TimeElapsedColumn(),
-                                      TimeRemainingColumn(), console=console)
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[_Tracker]:
-        if self._progress is None:
-            yield self
-            return
-        with self._progress:
-            yield self
-
-    @contextlib.contextmanager
-    def task(self, description: str, total: int) -> Iterator[_Task]:
-        task = _Task(self._progress, description, total)
-        try:
-            yield task
-        finally:
-            task.finish()
-
-
-class _Task:
-    def __init__(self, progress: Any, description: str, total: int):
-        self._progress = progress
-        self._total = total
-        self._id = progress.add_task(description, total=total) if progress is not None else None
-
-    def advance(self, amount: int) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._id, amount)
-
-    def describe(self, description: str) -> None:
-        if self._progress is not None:
-            self._progress.update(self._id, description=description)
-
-    def finish(self) -> None:
-        if self._progress is not None:
-            self._progress.update(self._id, completed=self._total)
-
-
-# --------------------------------------------------------------------------- our attacks
-
-
-def _adversary(name: str, settings: AttackSettings) -> Adversary:
-    eps, step, steps = settings.eps, settings.step_size, settings.steps
-    adversaries: dict[str, Adversary] = {
-        "natural": lambda model, x, y: x,
-        "fgsm": lambda model, x, y: fgsm(model, x, y, eps),
-        "pgd20": lambda model, x, y: pgd(model, x, y, eps, step, steps, random_start=True),
-        "cw20": lambda model, x, y: cw_inf(model, x, y, eps, step, steps, random_start=True),
-        "mma": lambda model, x, y: mma(model, x, y, eps, step, steps, k=MMA_TOP_K,
-                                       random_start=True),
-        "mma_max": lambda model, x, y: mma_max(model, x, y, eps, step, steps, k=MMA_TOP_K,
-                                               random_start=True),
-        "pgd_unimportant": lambda model, x, y: pgd(
-            model, x, y, unimportant_budget(model, x, eps, settings.masks), step, steps,
-            random_start=True),
-    }
-    return adversaries[name]
+# --------------------------------------------------------------------------- running attacks
 
 
 def _batched_correctness(model: nn.Module, images: Tensor, labels: Tensor, adversary: Adversary,
@@ -278,148 +129,18 @@ def _batched_correctness(model: nn.Module, images: Tensor, labels: Tensor, adver
     return correct
 
 
-# --------------------------------------------------------------------------- AutoAttack
-
-
-@dataclass
-class AutoAttackResult:
-    correct: Tensor  # bool [n]: the model's verdict on AutoAttack's returned x_adv
-    reported: Tensor  # bool [n]: AutoAttack's own verdict (its returned labels == y)
-    package: str
-
-
-def _autoattack_package() -> tuple[ModuleType, bool]:
-    """(module, is_upstream): upstream `autoattack` where installed, as the paper used it."""
-    try:
-        import autoattack
-
-        return autoattack, True
-    except ImportError:
-        pass
-    try:
-        import pyautoattack
-
-        return pyautoattack, False
-    except ImportError:
-        raise EvaluationError(
-            "the autoattack evaluation needs the pyautoattack package (pip install pyautoattack) "
-            "or upstream autoattack; or leave autoattack out of the attacks"
-        ) from None
-
-
-def _autoattack_runner(model: nn.Module, settings: AttackSettings, device: torch.device,
-                       num_classes: int) -> tuple[Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
-                                                  str]:
-    """A function (x, y) -> (x_adv, y_adv) running AutoAttack standard L-inf, and its package."""
-    package, upstream = _autoattack_package()
-    options = {"norm": "Linf", "eps": settings.eps, "version": "standard", "device": device,
-               "seed": settings.seed}
-    if upstream:  # positional-or-keyword API; prints unless verbose=False
-        adversary = package.AutoAttack(model, verbose=False, **options)
-
-        def run(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-            return adversary.run_standard_evaluation(x, y, bs=settings.batch_size,
-                                                     return_labels=True)
-    else:  # keyword-only API; logs to the 'auto-attack' logger, returns (x_adv, y_adv)
-        adversary = package.AutoAttack(model, **options)
-
-        def run(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-            return adversary.run_standard_evaluation(x, y, batch_size=settings.batch_size)
-    # Standard AA targets the 9 most likely wrong classes: fewer where fewer exist.
-    adversary.apgd_targeted.n_target_classes = min(AUTOATTACK_MAX_TARGETS, num_classes - 1)
-    adversary.fab.n_target_classes = min(AUTOATTACK_MAX_TARGETS, num_classes - 1)
-    version = getattr(package, "__version__", None)
-    return run, f"{package.__name__} {version}" if version else package.__name__
-
-
-class _AutoAttackLogBridge(logging.Handler):
-    """pyautoattack logs its progress at DEBUG on the 'auto-attack' logger: move the progress bar
-    on it, and pass its warnings (randomised model, too many targets, ...) on to the console."""
-
-    def __init__(self, task: _Task):
-        super().__init__(level=logging.DEBUG)
-        self._task = task
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if record.levelno >= logging.WARNING:
-            from part.ui import console
-
-            console.print(f"[yellow]autoattack warning:[/] {message}", soft_wrap=True)
-        elif message.startswith("running "):
-            self._task.describe(f"autoattack ({message.removeprefix('running ')})")
-        elif message.startswith("robust accuracy after "):
-            self._task.advance(1)
-
-
-@contextlib.contextmanager
-def _bridged_autoattack_log(task: _Task) -> Iterator[None]:
-    logger = logging.getLogger("auto-attack")
-    saved = logger.level, logger.propagate
-    handler = _AutoAttackLogBridge(task)
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False  # its DEBUG chatter must not reach the user's root handlers
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
-
-
 def _autoattack(model: nn.Module, images: Tensor, labels: Tensor, settings: AttackSettings,
-                num_classes: int, task: _Task) -> AutoAttackResult:
-    """AutoAttack standard on exactly these examples.
-
-    AutoAttack itself spends no work on examples that are already lost: it skips examples the
-    model misclassifies clean, and each sub-attack only attacks those still robust after the
-    previous ones. We do NOT pre-filter with our own attacks, since that would change what the
-    `autoattack` figure means; the caller bounds the work by passing only n_autoattack examples.
-    """
-    if num_classes < AUTOATTACK_MIN_CLASSES:
-        raise EvaluationError(
-            f"AutoAttack's targeted attacks need at least {AUTOATTACK_MIN_CLASSES} classes, the "
-            f"model has {num_classes}; leave autoattack out of the attacks"
-        )
-    run, package = _autoattack_runner(model, settings, labels.device, num_classes)
-    x = _as_unit_float(images)
-    with _bridged_autoattack_log(task):
-        x_adv, y_adv = run(x, labels)
-    correct = _batched_correctness(model, x_adv, labels, _adversary("natural", settings),
+                num_classes: int, task: Any) -> tuple[Tensor, Tensor, str]:
+    """AutoAttack on these examples: the model's own verdict on its x_adv (bool [n]), AutoAttack's
+    verdict, and the package that ran it."""
+    x_adv, reported, package = run_autoattack(model, _as_unit_float(images), labels, settings,
+                                              num_classes, task)
+    correct = _batched_correctness(model, x_adv, labels, adversary("natural", settings),
                                    settings.batch_size, lambda _: None)
-    return AutoAttackResult(correct=correct, reported=y_adv.to(labels.device) == labels,
-                            package=package)
-
-
-def _warn_if_disagreeing(ours: float, reported: float) -> None:
-    if ours != reported:
-        from part.ui import console
-
-        console.print(
-            f"[yellow]autoattack warning:[/] the model's accuracy on AutoAttack's x_adv "
-            f"({ours:.2%}) differs from AutoAttack's own report ({reported:.2%}); the model's "
-            "outputs are not deterministic (non-deterministic kernels or a randomised model)",
-            soft_wrap=True)
+    return correct, reported, package
 
 
 # --------------------------------------------------------------------------- the evaluation
-
-
-@contextlib.contextmanager
-def _evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and frozen parameters (attacks need input gradients only); restored after."""
-    was_training = model.training
-    flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
-    model.eval()
-    for parameter, _ in flags:
-        parameter.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for parameter, flag in flags:
-            parameter.requires_grad_(flag)
-        model.train(was_training)
 
 
 def _synchronize(device: torch.device) -> None:
@@ -433,17 +154,17 @@ def attack_correctness(model: nn.Module, images: Tensor, labels: Tensor, attack:
     """bool [N] on the images' device: does the model classify each example correctly under
     `attack` (one of ATTACKS except autoattack)? Seeded with `seed` first; model in eval mode."""
     (name,) = parse_attacks([attack])
-    if name == "autoattack":
+    if name == AUTOATTACK:
         raise EvaluationError("attack_correctness runs our own attacks; use evaluate_model for "
                               "autoattack")
     settings = AttackSettings(eps, step_size, steps, batch_size, seed,
                               masks or DEFAULT_MASK_SETTINGS)
-    _check_settings(settings)
     _check_data(images, labels)
-    with _evaluation_mode(model), torch.random.fork_rng(devices=_rng_devices(labels.device)), \
+    with eval_mode(model, freeze=True), \
+            torch.random.fork_rng(devices=_rng_devices(labels.device)), \
             precision_context("fp32", labels.device):
         torch.manual_seed(seed)
-        return _batched_correctness(model, images, labels, _adversary(name, settings),
+        return _batched_correctness(model, images, labels, adversary(name, settings),
                                     batch_size, lambda _: None)
 
 
@@ -512,7 +233,6 @@ def evaluate_model(
     names = parse_attacks(attacks)
     settings = AttackSettings(eps, step_size, steps, batch_size, seed,
                               masks or DEFAULT_MASK_SETTINGS)
-    _check_settings(settings)
     _check_count(n, "n")
     _check_count(n_autoattack, "n_autoattack")
     _check_data(images, labels)
@@ -520,32 +240,31 @@ def evaluate_model(
     images, labels = images.to(device), labels.to(device)
     model = model.to(device)
     total = labels.shape[0]
-    counts = {name: min(total, (n_autoattack or total) if name == "autoattack" else (n or total))
+    counts = {name: min(total, (n_autoattack or total) if name == AUTOATTACK else (n or total))
               for name in names}
 
     correct: dict[str, Tensor] = {}
     seconds: dict[str, float] = {}
     extras: dict[str, Any] = {}
-    tracker = _Tracker(progress)
-    with _evaluation_mode(model), torch.random.fork_rng(devices=_rng_devices(device)), \
-            precision_context("fp32", device), tracker.running():
+    with eval_mode(model, freeze=True), torch.random.fork_rng(devices=_rng_devices(device)), \
+            precision_context("fp32", device), Display(progress) as display:
         for name in names:
             count = counts[name]
             torch.manual_seed(seed)
             started = time.perf_counter()
-            if name == "autoattack":
-                with tracker.task("autoattack", len(AUTOATTACK_SUBATTACKS)) as task:
-                    result = _autoattack(model, images[:count], labels[:count], settings,
-                                         _num_classes(model, images), task)
-                correct[name] = result.correct
-                extras["autoattack_reported"] = float(result.reported.sum()) / count
-                extras["autoattack_package"] = result.package
-                _warn_if_disagreeing(float(result.correct.sum()) / count,
-                                     extras["autoattack_reported"])
+            if name == AUTOATTACK:
+                with display.task(AUTOATTACK, len(SUBATTACKS)) as task:
+                    correct[name], reported, package = _autoattack(
+                        model, images[:count], labels[:count], settings,
+                        _num_classes(model, images), task)
+                extras["autoattack_reported"] = float(reported.sum()) / count
+                extras["autoattack_package"] = package
+                warn_if_disagreeing(float(correct[name].sum()) / count,
+                                    extras["autoattack_reported"])
             else:
-                with tracker.task(name, count) as task:
+                with display.task(name, count) as task:
                     correct[name] = _batched_correctness(
-                        model, images[:count], labels[:count], _adversary(name, settings),
+                        model, images[:count], labels[:count], adversary(name, settings),
                         batch_size, task.advance)
             _synchronize(device)
             seconds[name] = time.perf_counter() - started
@@ -621,7 +340,7 @@ def evaluate_checkpoint(
     paths.
     """
     from part.checkpoint import load_checkpoint, read_metadata
-    from part.data import load_prepared
+    from part.data.prepared import load_prepared
 
     checkpoint, data = Path(checkpoint), Path(data)
     names = parse_attacks(attacks)
@@ -654,7 +373,7 @@ def evaluate_with_params(params: Params, checkpoint: str | Path, data: str | Pat
     """The evaluate stage: params.eval settings, the eval eps and the training step size, and a
     checkpoint that must have been made for params' model and data set."""
     return evaluate_checkpoint(
-        checkpoint, data, attacks=params.eval.attacks, eps=params.eval_eps,
+        checkpoint, data, attacks=params.eval.attacks or ATTACKS, eps=params.eval_eps,
         step_size=params.eval_step_size, steps=params.eval.steps, n=params.eval.n,
         n_autoattack=params.eval.n_autoattack, batch_size=params.eval.batch_size,
         seed=params.eval.seed, device=params.device,

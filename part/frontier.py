@@ -19,12 +19,11 @@ from typing import Any
 
 from part.atomic import atomic_write_text
 from part.errors import PartError
-from part.params import BASELINE
+from part.paths import FRONTIER_PLOT, FRONTIER_TABLE, metrics_path
+from part.variants import BASELINE
 
 ROBUST_KEYS = ("pgd20", "autoattack")
 ACCURACY_KEYS = ("natural", *ROBUST_KEYS)
-FRONTIER_PLOT = Path("reports/frontier.png")
-FRONTIER_TABLE = Path("reports/frontier.md")
 
 
 def budget_text(value: float) -> str:
@@ -132,13 +131,11 @@ def points_from_experiments(exp_show: Any) -> list[FrontierPoint]:
         for variant in params.get("variants", [BASELINE, "part"]):
             per_seed = {}
             for seed in params.get("seeds", [0]):
-                metrics = _file_data(metrics_files, f"metrics/{variant}-{seed}.json")
+                metrics = _file_data(metrics_files, metrics_path(variant, seed).as_posix())
                 if metrics is not None:
                     per_seed[int(seed)] = metrics
             if per_seed and len(per_seed) == len(params.get("seeds", [0])):
-                found = point(name, variant, eps, eps_low, per_seed)
-                if found is not None:
-                    points.append(found)
+                points.append(point(name, variant, eps, eps_low, per_seed))
     return unique(points)
 
 
@@ -162,19 +159,17 @@ def points_from_files(paths: Iterable[Path]) -> list[FrontierPoint]:
         key = (str(Path(path).parent), variant, eps, eps_low)
         seed = int(metrics.get("train_seed", len(groups.get(key, {}))))
         groups.setdefault(key, {})[seed] = metrics
-    points = []
-    for (source, variant, eps, eps_low), per_seed in groups.items():
-        found = point(source, variant, eps, eps_low, per_seed)
-        if found is not None:
-            points.append(found)
-    return unique(points)
+    return unique(point(source, variant, eps, eps_low, per_seed)
+                  for (source, variant, eps, eps_low), per_seed in groups.items())
 
 
-def unique(points: Iterable[FrontierPoint]) -> list[FrontierPoint]:
-    """Each result once, named after an experiment or commit rather than the workspace (which
-    holds whichever experiment was applied last)."""
+def unique(points: Iterable[FrontierPoint | None]) -> list[FrontierPoint]:
+    """Each result once (None, a setting without results, is left out), named after an
+    experiment or commit rather than the workspace (which holds whichever experiment was applied
+    last)."""
     seen: dict[tuple[Any, ...], FrontierPoint] = {}
-    for found in sorted(points, key=lambda p: p.source == "workspace"):
+    found_points = [found for found in points if found is not None]
+    for found in sorted(found_points, key=lambda p: p.source == "workspace"):
         seen.setdefault(found.key, found)
     return sorted(seen.values(), key=lambda p: (p.variant, p.eps, p.eps_low, p.source))
 

@@ -13,8 +13,10 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from part import __version__
-from part.cam import budget_map, cam, importance_mask
+from part.cam import cam
 from part.errors import PartError
+from part.eval_mode import eval_mode
+from part.mask_rules import budget_map, importance_mask
 from part.tensorfile import write_safetensors
 
 MASK_FORMAT = "part-masks/1"
@@ -40,10 +42,8 @@ def compute_masks(model: nn.Module, images: Tensor, settings: MaskSettings,
                   transform: Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """bool [N, c, H, W] for uint8 images [N, C, H, W], in their order, model in eval mode.
     `transform` (e.g. an augmentation) is applied to each chunk of float images first."""
-    was_training = model.training
-    model.eval()
-    try:
-        chunks = []
+    chunks = []
+    with eval_mode(model):
         for start in range(0, images.shape[0], settings.batch_size):
             x = images[start:start + settings.batch_size].float().div_(255)
             if transform is not None:
@@ -51,9 +51,7 @@ def compute_masks(model: nn.Module, images: Tensor, settings: MaskSettings,
             maps = cam(model, x, method=settings.method)
             chunks.append(importance_mask(maps, tuple(x.shape[1:]), rule=settings.rule,
                                           **settings.rule_args()))
-        return torch.cat(chunks)
-    finally:
-        model.train(was_training)
+    return torch.cat(chunks)
 
 
 def unimportant_budget(model: nn.Module, x: Tensor, eps: float, settings: MaskSettings) -> Tensor:

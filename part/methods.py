@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from part.attacks import pgd
 from part.errors import PartError
+from part.eval_mode import eval_mode
 
 METHODS = ("at", "trades", "mart")
 
@@ -39,13 +40,9 @@ class StepResult:
 
 def _generate(model: nn.Module, x: Tensor, y: Tensor, budget: float | Tensor,
               attack: TrainingAttack, start: str, loss: str) -> Tensor:
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         return pgd(model, x, y, budget, attack.step_size, attack.steps,
                    random_start=start, loss=loss, start=attack.start, start_eps=attack.eps)
-    finally:
-        model.train(was_training)
 
 
 def at_loss(model: nn.Module, x: Tensor, y: Tensor, budget: float | Tensor,

@@ -7,9 +7,10 @@ so that `dvc repro` stops at the first stage with a message a person can act on.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,25 +18,6 @@ from typing import Any
 import yaml
 
 from part.errors import PartError
-
-DATASETS = ("fashion-mnist", "cifar10", "svhn", "tinyimagenet", "synthetic")
-MODELS = ("cnn_small", "resnet18", "preact_resnet18", "wrn34_10")
-METHODS = ("at", "trades", "mart")
-CAMS = ("gradcam", "xgradcam", "layercam")
-MASK_RULES = ("official", "quantile")
-LR_SCHEDULES = ("official", "piecewise")
-AUGMENTATIONS = ("auto", "none", "crop_flip")
-DEVICES = ("auto", "cpu", "cuda")
-ATTACKS = ("natural", "fgsm", "pgd20", "cw20", "mma", "mma_max", "pgd_unimportant", "autoattack")
-# Where the pipeline departs from the paper code, `paper` reproduces the paper code (README,
-# "Differences from the paper code").
-PRECISIONS = ("fp32", "tf32", "bf16")
-RANDOM_START_RULES = ("budget", "paper")
-MASK_ALIGNMENTS = ("sample", "paper")
-# What the pipeline trains: the base method, PART, and the two controls that separate *where*
-# PART keeps eps from *how much* budget it spends (see part/variants.py).
-VARIANTS = ("baseline", "part", "uniform_matched", "random_mask")
-BASELINE = "baseline"
 
 _FRACTION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*/\s*([0-9]*\.?[0-9]+)\s*$")
 
@@ -106,7 +88,7 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class EvalParams:
-    attacks: tuple[str, ...] = ATTACKS
+    attacks: tuple[str, ...] = ()  # empty: every attack of part.attack_suite.ATTACKS
     n: int | None = None  # test examples per attack; None is the whole test set
     n_autoattack: int | None = 1000  # None: the whole (prepared) test set, as the paper does
     eps: float | None = None  # None evaluates at the training eps
@@ -176,19 +158,35 @@ def _lookup(tree: Mapping[str, Any], dotted: str) -> Any:
 
 
 _BUDGET_KEYS = {"eps", "eps_low", "train.step_size", "eval.eps", "eval.step_size"}
-_CHOICES = {
-    "dataset": DATASETS,
-    "model": MODELS,
-    "method": METHODS,
-    "cam": CAMS,
-    "mask_rule": MASK_RULES,
-    "device": DEVICES,
-    "train.lr_schedule": LR_SCHEDULES,
-    "train.augment": AUGMENTATIONS,
-    "train.random_start": RANDOM_START_RULES,
-    "train.precision": PRECISIONS,
-    "mask.alignment": MASK_ALIGNMENTS,
+# Each choice's allowed values live in the module that implements them: (module, registry).
+# A module is imported only when a key it owns is checked, so that a stage that checks only its
+# own params (prepare) executes, and depends on, only their owners.
+_CHOICES: dict[str, tuple[str, str]] = {
+    "dataset": ("part.data.sources", "SOURCES"),
+    "model": ("part.models", "MODELS"),
+    "method": ("part.methods", "METHODS"),
+    "cam": ("part.cam", "CAM_METHODS"),
+    "mask_rule": ("part.mask_rules", "MASK_RULES"),
+    "device": ("part.device", "DEVICES"),
+    "train.lr_schedule": ("part.lr_schedule", "LR_SCHEDULES"),
+    "train.augment": ("part.data.augment", "AUGMENTATIONS"),
+    "train.random_start": ("part.attacks", "START_RULES"),
+    "train.precision": ("part.precision", "PRECISIONS"),
+    "mask.alignment": ("part.variants", "MASK_ALIGNMENTS"),
 }
+_LISTS_OF_CHOICES: dict[str, tuple[str, str]] = {
+    "eval.attacks": ("part.attack_suite", "ATTACKS"),
+    "variants": ("part.variants", "VARIANTS"),
+}
+
+
+def allowed_values(key: str) -> tuple[str, ...]:
+    """The values a choice key (e.g. `model`, `eval.attacks`) accepts, from the module that owns
+    them."""
+    owner, registry = {**_CHOICES, **_LISTS_OF_CHOICES}[key]
+    return tuple(getattr(importlib.import_module(owner), registry))
+
+
 _POSITIVE_INTS = {
     "epochs",
     "burn_in_epochs",
@@ -207,21 +205,19 @@ _NON_NEGATIVE_FLOATS = {"train.lr", "train.momentum", "train.weight_decay", "tra
                         "train.lr_gamma"}
 
 
-_LISTS_OF_CHOICES = {"eval.attacks": ATTACKS, "variants": VARIANTS}
-
-
-def _list_of_choices(key: str, value: Any, allowed: tuple[str, ...]) -> tuple[str, ...]:
+def _list_of_choices(key: str, value: Any, allowed: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The list `value` of key; with `allowed`, every item must be one of them."""
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items:
-        raise ParamsError(f"{key}: give a list drawn from {', '.join(allowed)}")
+        raise ParamsError(f"{key}: give a list drawn from {', '.join(allowed or ())}")
     items = tuple(str(item).strip() for item in items)
-    unknown = [item for item in items if item not in allowed]
+    unknown = [item for item in items if allowed is not None and item not in allowed]
     if unknown:
         raise ParamsError(f"{key}: unknown {', '.join(unknown)}; allowed: {', '.join(allowed)}")
     return items
 
 
-def _convert(key: str, value: Any, annotation: str) -> Any:
+def _convert(key: str, value: Any, annotation: str, checked: Callable[[str], bool]) -> Any:
     optional = "None" in annotation
     if value is None:
         if optional:
@@ -230,15 +226,22 @@ def _convert(key: str, value: Any, annotation: str) -> Any:
     if key in _BUDGET_KEYS:
         return parse_budget(value, key)
     if key in _CHOICES:
-        allowed = _CHOICES[key]
+        if not isinstance(value, str):
+            raise ParamsError(f"{key}: expected text, got {value!r}")
+        if not checked(key):
+            return value
+        allowed = allowed_values(key)
         if value not in allowed:
             raise ParamsError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
         return value
     if key in _LISTS_OF_CHOICES:
-        items = _list_of_choices(key, value, _LISTS_OF_CHOICES[key])
-        if key == "variants" and (BASELINE not in items or len(set(items)) != len(items)):
-            raise ParamsError(f"variants: list each variant once and include {BASELINE} (every "
-                              f"comparison is paired with it), got {list(items)}")
+        items = _list_of_choices(key, value, allowed_values(key) if checked(key) else None)
+        if key == "variants" and checked(key):
+            from part.variants import BASELINE
+
+            if BASELINE not in items or len(set(items)) != len(items):
+                raise ParamsError(f"variants: list each variant once and include {BASELINE} "
+                                  f"(every comparison is paired with it), got {list(items)}")
         return items
     if key == "seeds":
         if not isinstance(value, (list, tuple)) or not value or not all(
@@ -284,7 +287,7 @@ def _convert(key: str, value: Any, annotation: str) -> Any:
     raise AssertionError(f"no converter for {key} ({annotation})")  # a bug, not a user error
 
 
-def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
+def _build(cls: type, raw: Mapping[str, Any], prefix: str, checked: Callable[[str], bool]) -> Any:
     if not isinstance(raw, Mapping):
         where = prefix.rstrip(".") or "params"
         raise ParamsError(f"{where}: expected a mapping of keys, got {raw!r}")
@@ -304,9 +307,9 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
         annotation = str(known[name].type)
         nested = _SECTIONS.get(name) if not prefix else None
         if nested is not None:
-            values[name] = _build(nested, value or {}, f"{name}.")
+            values[name] = _build(nested, value or {}, f"{name}.", checked)
         else:
-            values[name] = _convert(prefix + name, value, annotation)
+            values[name] = _convert(prefix + name, value, annotation, checked)
     return cls(**values)
 
 
@@ -334,14 +337,24 @@ def _check_relations(p: Params) -> None:
         raise ParamsError("train.steps: adversarial training needs at least 1 PGD step")
 
 
-def params_from_dict(raw: Mapping[str, Any] | None) -> Params:
-    params = _build(Params, raw or {}, "")
+def _checks(only: Collection[str] | None) -> Callable[[str], bool]:
+    if only is None:
+        return lambda key: True
+    return lambda key: any(key == top or key.startswith(f"{top}.") for top in only)
+
+
+def params_from_dict(raw: Mapping[str, Any] | None,
+                     only: Collection[str] | None = None) -> Params:
+    """Typed, validated params. `only` (keys or sections, e.g. ("dataset", "data")) limits the
+    check of choice keys against their owners' registries to those keys; every other check
+    (types, ranges, unknown keys) covers the whole file."""
+    params = _build(Params, raw or {}, "", _checks(only))
     params = dataclasses.replace(params, seed=params.seeds[0])
     _check_relations(params)
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def load_params(path: str | Path = "params.yaml", only: Collection[str] | None = None) -> Params:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(
@@ -360,6 +373,6 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as error:
         raise ParamsError(f"{path}: not valid YAML ({error}); fix the line it names") from None
     try:
-        return params_from_dict(raw)
+        return params_from_dict(raw, only)
     except ParamsError as error:
         raise ParamsError(f"{path}: {error}") from None

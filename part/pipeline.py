@@ -1,6 +1,6 @@
 """What each DVC stage does, given the params; the stage scripts only parse arguments.
 
-Paths are the contract of DESIGN section 4 and of dvc.yaml. Each step imports what it runs
+The files each stage reads and writes are named in `part.paths`. Each step imports what it runs
 inside its function, so a stage executes only the modules its `deps` in dvc.yaml declare (a test
 compares the two): a change to the evaluation code does not invalidate the trained models.
 """
@@ -13,69 +13,36 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from part.errors import PartError
-from part.params import BASELINE, VARIANTS, Params
+from part.params import Params
+from part.paths import (
+    PREPARED_DIR,
+    REPORT,
+    STATE_DIR,
+    STUDY,
+    TEST_SET,
+    TRADEOFF_PLOT,
+    TRAIN_SET,
+    budget_spec_path,
+    burnin_path,
+    gallery_path,
+    history_path,
+    masks_path,
+    metrics_path,
+    model_path,
+    outcomes_path,
+    run_name,
+    timings_path,
+)
 from part.ui import console
 
 if TYPE_CHECKING:
     from part.masking import MaskSettings
     from part.train import TrainData
 
-PREPARED_DIR = Path("data/prepared")
-TRAIN_SET = PREPARED_DIR / "train.safetensors"
-TEST_SET = PREPARED_DIR / "test.safetensors"
-HISTORY_DIR = Path("plots/history")
-STATE_DIR = Path("runs")
-BUDGETS_DIR = Path("budgets")
-TIMINGS_DIR = Path("timings")  # wall times: not results, not declared in dvc.yaml, not in git
-REPORT = Path("reports/results.md")
-STUDY = Path("reports/study.json")
-TRADEOFF_PLOT = Path("reports/accuracy_robustness.png")
-
-# Every file of a seed carries it in its name: <variant>-<seed> (see the README's "Seeds and
-# variants"), whether one seed is run or many.
-
-
-def run_name(variant: str, seed: int) -> str:
-    return f"{variant}-{seed}"
-
-
-def burnin_path(seed: int) -> Path:
-    return Path("models") / f"burnin-{seed}.safetensors"
-
-
-def masks_path(seed: int) -> Path:
-    return Path("masks") / f"burnin-{seed}.safetensors"
-
-
-def gallery_path(seed: int) -> Path:
-    return Path("masks") / f"gallery-{seed}.png"
-
-
-def model_path(variant: str, seed: int) -> Path:
-    return Path("models") / f"{run_name(variant, seed)}.safetensors"
-
-
-def metrics_path(variant: str, seed: int) -> Path:
-    return Path("metrics") / f"{run_name(variant, seed)}.json"
-
-
-def outcomes_path(variant: str, seed: int) -> Path:
-    return Path("metrics") / f"{run_name(variant, seed)}.outcomes.safetensors"
-
-
-def history_path(name: str) -> Path:
-    return HISTORY_DIR / f"{name}.csv"
-
-
-def budget_spec_path(variant: str) -> Path:
-    return BUDGETS_DIR / f"{variant}.json"
-
-
-def timings_path(stage: str, name: str) -> Path:
-    return TIMINGS_DIR / f"{stage}-{name}.json"
-
 
 def check_variant(variant: str, params: Params) -> None:
+    from part.variants import VARIANTS
+
     if variant not in VARIANTS:
         raise PartError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
     if variant not in params.variants:
@@ -86,6 +53,8 @@ def check_variant(variant: str, params: Params) -> None:
 def budget_spec(params: Params, variant: str) -> dict[str, Any]:
     """The settings that make `variant`'s budget, beyond those every run shares: none for the
     baseline, so that its file (and so its training) ignores eps_low and the CAM settings."""
+    from part.variants import BASELINE
+
     if variant == BASELINE:
         return {"variant": variant}
     return {"variant": variant, "eps_low": params.eps_low, "cam": params.cam,
@@ -100,6 +69,7 @@ def run_budgets(params: Params) -> list[Path]:
     """budgets/<variant>.json for every variant: the train stages depend on their own file rather
     than on the CAM params, which DVC cannot give to some items of a matrix and not others."""
     from part.atomic import atomic_write_text
+    from part.variants import VARIANTS
 
     paths = []
     for variant in VARIANTS:
@@ -123,7 +93,7 @@ def mask_settings(params: Params) -> MaskSettings:
 
 
 def run_prepare(params: Params) -> dict:
-    from part.data import prepare_dataset
+    from part.data.prepared import prepare_dataset
 
     summary = prepare_dataset(params.dataset, PREPARED_DIR, root=params.data.root,
                               train_subset=params.data.train_subset,
@@ -134,7 +104,7 @@ def run_prepare(params: Params) -> dict:
 
 
 def load_train_data(params: Params, device) -> TrainData:
-    from part.data import load_prepared
+    from part.data.prepared import load_prepared
     from part.train import TrainData, monitor_subset
 
     train = load_prepared(TRAIN_SET, device=device)
@@ -167,7 +137,7 @@ def run_masks(params: Params) -> float:
     """The burn-in model's masks and a gallery of them, to inspect; training computes the same
     masks itself from the same weights, so it does not wait for (or depend on) this file."""
     from part.checkpoint import load_checkpoint
-    from part.data import load_prepared
+    from part.data.prepared import load_prepared
     from part.device import resolve_device
     from part.gallery import save_mask_gallery
     from part.masking import compute_masks, save_masks

@@ -1,14 +1,83 @@
-"""Running loss / accuracy for a progress bar without a host sync on every batch.
+"""Progress, for training and evaluation alike: one display on the stderr console (a row per
+task: description, bar, count, a status text, times), and running loss / accuracy for it without
+a host sync on every batch.
 
-The sums live on the device. Every few batches they are copied to pinned host memory
-asynchronously; the bar shows the last copy that has already landed, so the batch loop never
-waits for the device.
+`RunningMeans` keeps its sums on the device. Every few batches they are copied to pinned host
+memory asynchronously; the bar shows the last copy that has already landed, so the batch loop
+never waits for the device.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch import Tensor
+
+from part.ui import console
+
+
+class Task:
+    """One row of a Display."""
+
+    def __init__(self, progress: Progress, task_id: TaskID, total: int):
+        self._progress, self._id, self._total = progress, task_id, total
+
+    def advance(self, amount: int) -> None:
+        self._progress.advance(self._id, amount)
+
+    def update(self, *, completed: int | None = None, status: str | None = None,
+               description: str | None = None) -> None:
+        changes: dict[str, Any] = {}
+        if completed is not None:
+            changes["completed"] = completed
+        if status is not None:
+            changes["status"] = status
+        if description is not None:
+            changes["description"] = description
+        self._progress.update(self._id, **changes)
+
+    def finish(self) -> None:
+        self._progress.update(self._id, completed=self._total)
+
+
+class Display:
+    """A rich progress display on the stderr console, or nothing when disabled. Use it as a
+    context manager, and `task()` for each row."""
+
+    def __init__(self, enabled: bool = True):
+        self._progress = Progress(
+            TextColumn("[bold]{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, disable=not enabled)
+
+    def __enter__(self) -> Display:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._progress.__exit__(*exc_info)
+
+    @contextmanager
+    def task(self, description: str, total: int) -> Iterator[Task]:
+        """A row counting to `total`; it shows as complete when the block ends."""
+        task = Task(self._progress, self._progress.add_task(description, total=total, status=""),
+                    total)
+        try:
+            yield task
+        finally:
+            task.finish()
 
 
 class RunningMeans:

@@ -13,7 +13,8 @@ from typing import Any
 
 from part.atomic import atomic_path, atomic_write_text
 from part.errors import PartError
-from part.params import BASELINE, Params
+from part.params import Params
+from part.variants import BASELINE
 
 LABELS = {"natural": "Natural", "fgsm": "FGSM", "pgd20": "PGD-20", "cw20": "CW-inf-20",
           "mma": "MMA (paper)", "mma_max": "MMA-max", "pgd_unimportant": "PGD-20, unimportant",

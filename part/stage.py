@@ -3,7 +3,7 @@ pipeline step."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import typer
@@ -20,14 +20,16 @@ def _seeded(params: Params, seed: int | None) -> Params:
     return params.for_seed(params.seeds[0] if seed is None else seed)
 
 
-def stage_app(run: Callable[[Params], Any], description: str) -> typer.Typer:
-    """A stage run once for the whole pipeline (prepare, budgets, report)."""
+def stage_app(run: Callable[[Params], Any], description: str,
+              checks: Collection[str] | None = None) -> typer.Typer:
+    """A stage run once for the whole pipeline (prepare, budgets, report). `checks` limits the
+    check of choice params against their owners' registries to those keys (see load_params)."""
     app = typer.Typer(add_completion=False, help=description)
 
     @app.command(help=description)
     @guarded
     def main(params: str = PARAMS_OPTION) -> None:
-        run(load_params(params))
+        run(load_params(params, checks))
 
     return app
 

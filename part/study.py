@@ -20,8 +20,9 @@ from typing import Any
 
 from torch import Tensor
 
+from part.attack_suite import ATTACKS
 from part.errors import PartError
-from part.params import ATTACKS, BASELINE
+from part.variants import BASELINE
 
 WORST_CASE = "worst_case"
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
@@ -193,13 +194,12 @@ def study(inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int],
 
 def _summary(inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int], variant: str,
              attack: str) -> dict[str, Any]:
-    accuracies, wilson, counts = {}, {}, {}
-    for seed in seeds:
-        vector = inputs[(variant, seed)].outcomes[attack]
-        n, correct = vector.numel(), int(vector.sum())
-        accuracies[str(seed)] = correct / n
-        wilson[str(seed)] = [_sig(bound) for bound in wilson_interval(correct, n)]
-        counts[str(seed)] = n
+    vectors = {str(seed): inputs[(variant, seed)].outcomes[attack] for seed in seeds}
+    counts = {seed: vector.numel() for seed, vector in vectors.items()}
+    corrects = {seed: int(vector.sum()) for seed, vector in vectors.items()}
+    accuracies = {seed: corrects[seed] / counts[seed] for seed in vectors}
+    wilson = {seed: [_sig(bound) for bound in wilson_interval(corrects[seed], counts[seed])]
+              for seed in vectors}
     ns = set(counts.values())
     summary: dict[str, Any] = {
         "per_seed": {seed: _sig(value) for seed, value in accuracies.items()},

@@ -9,7 +9,6 @@ resumes from that checkpoint after an interruption.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import Tensor, nn
 
 from part import __version__
@@ -33,14 +31,17 @@ from part.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
-from part.data import augment_batch, balanced_subset, default_augmentation
+from part.data.augment import augment_batch, augmentation_for
+from part.data.subset import balanced_subset
+from part.eval_mode import eval_mode
+from part.hashing import code_digest, file_sha256, json_sha256, tensors_digest
+from part.lr_schedule import learning_rate
 from part.masking import MaskSettings
 from part.methods import TrainingAttack, training_loss
 from part.models import build_model
-from part.params import Params, TrainParams
+from part.params import Params
 from part.precision import autocast, effective_precision, numerics
-from part.progress import RunningMeans
-from part.provenance import code_digest, file_sha256, tensors_digest
+from part.progress import Display, RunningMeans, Task
 from part.ui import console
 from part.variants import BASELINE, EpochBudget, epoch_budget, refreshed_masks, uses_cam
 
@@ -82,24 +83,8 @@ class RunSpec:
                              "checkpoint")  # a caller's bug, never a user's input
 
 
-def learning_rate(train: TrainParams, epoch: int, burn_in_epochs: int) -> float:
-    """lr for a global epoch (1-based).
-
-    `official` reproduces the paper code: its milestones are compared with the PART-epoch counter,
-    which starts after the burn-in, so no decay ever happens during the burn-in.
-    `piecewise` compares the milestones with the global epoch.
-    """
-    counter = epoch - burn_in_epochs if train.lr_schedule == "official" else epoch
-    decays = sum(counter >= milestone for milestone in train.lr_milestones)
-    return train.lr * train.lr_gamma**decays
-
-
-def augmentation_for(params: Params) -> dict[str, Any]:
-    if params.train.augment == "auto":
-        return default_augmentation(params.dataset)
-    if params.train.augment == "crop_flip":
-        return {"crop_padding": 4, "flip": True}
-    return {"crop_padding": 0, "flip": False}
+def _augmentation(params: Params) -> dict[str, Any]:
+    return augmentation_for(params.train.augment, params.dataset)
 
 
 def monitor_subset(labels: Tensor, n: int, seed: int) -> Tensor:
@@ -118,13 +103,11 @@ def _accuracy_counts(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor
 def monitor_accuracy(model: nn.Module, data: TrainData, params: Params,
                      device: torch.device) -> tuple[float, float]:
     """Clean and PGD accuracy on the fixed monitor subset, uniform budget eps."""
-    was_training = model.training
-    model.eval()
     natural = torch.zeros((), device=device, dtype=torch.long)
     robust = torch.zeros((), device=device, dtype=torch.long)
     batch = 2 * params.train.batch_size  # no gradients w.r.t. weights: room for larger batches
     precision = effective_precision(params.train.precision, device)
-    try:
+    with eval_mode(model):
         for start in range(0, data.monitor_images.shape[0], batch):
             x = data.monitor_images[start:start + batch].float().div_(255)
             y = data.monitor_labels[start:start + batch]
@@ -133,8 +116,6 @@ def monitor_accuracy(model: nn.Module, data: TrainData, params: Params,
                 x_adv = pgd(model, x, y, params.eps, params.train.step_size,
                             params.train.monitor_steps, random_start="uniform", loss="ce")
                 robust += _accuracy_counts(model, x_adv, y)
-    finally:
-        model.train(was_training)
     count = max(data.monitor_images.shape[0], 1)
     return natural.item() / count, robust.item() / count
 
@@ -172,7 +153,7 @@ def _fingerprint(params: Params, spec: RunSpec, data: TrainData, device: torch.d
         "init": file_sha256(spec.init_checkpoint) if spec.init_checkpoint else None,
         "inputs": tensors_digest(inputs),
     }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return json_sha256(parts)
 
 
 def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -265,7 +246,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainD
     model.train()
     running = RunningMeans(device)
     batches = training_batches(data, budget, order, params.train.batch_size,
-                               augmentation_for(params), augment_rng)
+                               _augmentation(params), augment_rng)
     with numerics(precision):
         for batch_index, (x, y, batch_masks) in enumerate(batches):
             with autocast(precision, device):
@@ -320,11 +301,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
 
     n_batches = math.ceil(data.images.shape[0] / params.train.batch_size)
 
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]:.3f} acc {task.fields[acc]:.3f}"),
-                        TimeElapsedColumn(), console=console, disable=not show_progress,
-                        transient=False)
-    with progress:
+    with Display(show_progress) as display:
         for epoch in range(first, spec.last_epoch + 1):
             started = time.perf_counter()
             run_index = epoch - spec.first_epoch
@@ -336,7 +313,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                                             and run_index % spec.refresh_every == 0)
                 if refresh:
                     masks = refreshed_masks(spec.variant, model, data.images, spec.mask_settings,
-                                            params.seed, epoch, augmentation_for(params))
+                                            params.seed, epoch, _augmentation(params))
                 important_fraction = masks.float().mean().item()
             budget = epoch_budget(spec.variant, masks, params.eps, params.eps_low,
                                   params.mask.alignment)
@@ -344,18 +321,18 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
             for group in optimizer.param_groups:
                 group["lr"] = lr
 
-            task = progress.add_task(f"{spec.name} {epoch}/{spec.last_epoch}",
-                                     total=n_batches, loss=float("nan"), acc=float("nan"))
+            with display.task(f"{spec.name} {epoch}/{spec.last_epoch}", n_batches) as task:
 
-            def show(batch_index: int, running: RunningMeans, task=task) -> None:
-                if batch_index % 10 == 0 or batch_index == n_batches - 1:
-                    loss_now, acc_now = running.peek()
-                    progress.update(task, completed=batch_index + 1, loss=loss_now, acc=acc_now)
-                else:
-                    progress.advance(task)
+                def show(batch_index: int, running: RunningMeans, task: Task = task) -> None:
+                    if batch_index % 10 == 0 or batch_index == n_batches - 1:
+                        loss_now, acc_now = running.peek()
+                        task.update(completed=batch_index + 1,
+                                    status=f"loss {loss_now:.3f} acc {acc_now:.3f}")
+                    else:
+                        task.advance(1)
 
-            running = train_epoch(model, optimizer, data, budget, params, epoch, device,
-                                  on_batch=show)
+                running = train_epoch(model, optimizer, data, budget, params, epoch, device,
+                                      on_batch=show)
             train_loss, train_acc = running.final()
             natural, robust = monitor_accuracy(model, data, params, device)
             if device.type == "cuda":
@@ -368,9 +345,8 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                    "mean_budget": round(budget.mean, 8),
                    "seconds": round(time.perf_counter() - started, 3)}
             history.append(row)
-            progress.update(task, loss=train_loss, acc=train_acc,
-                            description=f"{spec.name} {epoch}/{spec.last_epoch} "
-                                        f"nat {natural:.3f} pgd {robust:.3f}")
+            task.update(status=f"loss {train_loss:.3f} acc {train_acc:.3f} "
+                               f"nat {natural:.3f} pgd {robust:.3f}")
             _save_state(state_path, model, optimizer, masks, params, data, spec, epoch, history,
                         fingerprint, device)
 

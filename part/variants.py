@@ -27,14 +27,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from part.cam import budget_map
-from part.data import augment_batch
+from part.data.augment import augment_batch
+from part.mask_rules import budget_map
 from part.masking import MaskSettings, compute_masks
-from part.params import BASELINE, VARIANTS
 
-__all__ = ["BASELINE", "VARIANTS", "EpochBudget", "epoch_budget", "mask_pass_order",
-           "matched_eps", "paper_position_masks", "random_masks_like", "refreshed_masks",
-           "training_masks", "uses_cam"]
+# What the pipeline trains: the base method, PART, and the two controls that separate *where*
+# PART keeps eps from *how much* budget it spends.
+VARIANTS = ("baseline", "part", "uniform_matched", "random_mask")
+BASELINE = "baseline"
+# How a mask meets its image: `sample`, each image its own mask; `paper`, the paper code's
+# batch-position alignment (README, "Differences from the paper code").
+MASK_ALIGNMENTS = ("sample", "paper")
+
+__all__ = ["BASELINE", "MASK_ALIGNMENTS", "VARIANTS", "EpochBudget", "epoch_budget",
+           "mask_pass_order", "matched_eps", "paper_position_masks", "random_masks_like",
+           "refreshed_masks", "training_masks", "uses_cam"]
 
 
 def uses_cam(variant: str) -> bool:

@@ -3,7 +3,9 @@
 from part.pipeline import run_prepare
 from part.stage import stage_app
 
-app = stage_app(run_prepare, __doc__)
+# Prepare checks only the params it reads: the other choices' owners (attacks, models, ...) are
+# not its code, and a change to them must not rerun it. The next stage checks them all.
+app = stage_app(run_prepare, __doc__, checks=("dataset", "data"))
 
 if __name__ == "__main__":
     app()

@@ -11,18 +11,16 @@ from PIL import Image
 from torch import nn
 from torchcam.methods import GradCAM, LayerCAM, XGradCAM
 
-from part.cam import (
-    CAM_METHODS,
+from part.cam import CAM_METHODS, CamError, cam
+from part.errors import PartError
+from part.mask_rules import (
     MASK_RULES,
-    CamError,
     budget_map,
-    cam,
     importance_mask,
     jet_colors,
     jet_table,
     pil_bicubic_resize,
 )
-from part.errors import PartError
 from part.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -13,11 +13,11 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
+from part.attack_suite import ATTACKS
 from part.checkpoint import save_checkpoint
 from part.cli import DEFAULT_TEST_SET, app
-from part.data import prepare_dataset
+from part.data.prepared import prepare_dataset
 from part.models import build_model
-from part.params import ATTACKS
 
 EPS = 8 / 255
 runner = CliRunner()
@@ -151,7 +151,7 @@ def test_real_process_exits_2_without_traceback(files):
 
 
 def test_default_data_is_the_pipeline_test_set():
-    from part.pipeline import TEST_SET
+    from part.paths import TEST_SET
 
     assert Path(DEFAULT_TEST_SET) == TEST_SET
 

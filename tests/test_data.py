@@ -22,18 +22,13 @@ from _dataset_writers import (
 )
 from safetensors.torch import save_file
 
-import part.data as data
-from part.data import (
-    SOURCES,
-    DataError,
-    augment_batch,
-    balanced_subset,
-    default_augmentation,
-    find_source_root,
-    load_prepared,
-    load_source,
-    prepare_dataset,
-)
+import part.data.prepared as prepared
+import part.data.sources as sources
+from part.data import DataError
+from part.data.augment import DEFAULT_AUGMENTATION, augment_batch, default_augmentation
+from part.data.prepared import load_prepared, prepare_dataset
+from part.data.sources import SOURCES, find_source_root, load_source
+from part.data.subset import balanced_subset
 from part.errors import PartError
 
 REAL_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -226,7 +221,7 @@ def test_missing_data_without_download_names_dir_files_and_fix(tmp_path, name):
 
 def test_missing_data_default_locations_are_all_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian" / "fashion-mnist")
+    monkeypatch.setattr(sources, "DEBIAN_FASHION_MNIST_DIR", tmp_path / "debian" / "fashion-mnist")
     with pytest.raises(DataError) as caught:
         load_source("fashion-mnist", "test", download=False)
     message = str(caught.value)
@@ -240,7 +235,7 @@ def test_failed_download_gives_one_message_and_leaves_nothing(tmp_path, monkeypa
         (Path(directory) / "train_32x32.mat").write_bytes(b"half a download")
         raise urllib.error.URLError("Temporary failure in name resolution")
 
-    monkeypatch.setattr(data, "_download_file", no_network)
+    monkeypatch.setattr(sources, "_download_file", no_network)
     root = tmp_path / "svhn"
     with pytest.raises(DataError) as caught:
         load_source("svhn", "train", root=root, download=True)
@@ -252,10 +247,10 @@ def test_failed_download_gives_one_message_and_leaves_nothing(tmp_path, monkeypa
 
 def test_download_lands_in_root_and_is_then_found(tmp_path, monkeypatch):
     def fake_archive(url, directory, md5):
-        assert url.endswith("cifar-10-binary.tar.gz") and md5 == data.CIFAR10_MD5
+        assert url.endswith("cifar-10-binary.tar.gz") and md5 == "c32a1d4ab5d03f1284b67883e8d87530"
         write_cifar10_binary(Path(directory), per_batch=2)
 
-    monkeypatch.setattr(data, "_download_archive", fake_archive)
+    monkeypatch.setattr(sources, "_download_archive", fake_archive)
     root = tmp_path / "cifar"
     raw = load_source("cifar10", "test", root=root, download=True)
     assert raw.images.shape == (2, 3, 32, 32)
@@ -346,7 +341,7 @@ def test_prepare_writes_both_splits_with_metadata(tmp_path):
     assert meta["class_names"] == raw.class_names and meta["num_classes"] == 10
     assert (meta["in_channels"], meta["image_size"], meta["n"]) == (3, 32, 100)
     assert meta["subset"] == {"n": 100, "seed": 3} and meta["source_sha256"] == {}
-    assert meta["part_version"] == data.__version__
+    assert meta["part_version"] == prepared.__version__
     assert len(load_prepared(out / "test.safetensors")) == 50
     assert summary["train"]["class_counts"] == [10] * 10
     assert summary["test"]["shape"] == [50, 3, 32, 32] and summary["num_classes"] == 10
@@ -364,7 +359,7 @@ def test_prepare_records_source_hashes(tmp_path):
 
 
 def test_prepare_summarises_hashes_of_many_files_per_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "MAX_HASHES_IN_METADATA", 3)
+    monkeypatch.setattr(prepared, "MAX_HASHES_IN_METADATA", 3)
     write_tiny_imagenet(tmp_path / "raw", ["n01000001", "n02000002"], per_class=2, val_per_class=1)
     prepare_dataset("tinyimagenet", tmp_path / "out", root=tmp_path / "raw", download=False)
     hashes = load_prepared(tmp_path / "out" / "train.safetensors").meta["source_sha256"]
@@ -381,7 +376,7 @@ def test_failed_write_leaves_no_partial_file_and_keeps_old_ones(tmp_path, monkey
     out = tmp_path / "prepared"
     prepare_dataset("synthetic", out, train_subset=20, test_subset=10)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    real_save = data.write_safetensors_unguarded
+    real_save = prepared.write_safetensors_unguarded
 
     def disk_full_on_test(path, tensors, metadata):
         if metadata["split"] == "train":
@@ -389,7 +384,7 @@ def test_failed_write_leaves_no_partial_file_and_keeps_old_ones(tmp_path, monkey
         Path(path).write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data, "write_safetensors_unguarded", disk_full_on_test)
+    monkeypatch.setattr(prepared, "write_safetensors_unguarded", disk_full_on_test)
     with pytest.raises(DataError, match="cannot write .*test.safetensors.*No space left"):
         prepare_dataset("synthetic", out, train_subset=40, test_subset=20)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -449,6 +444,7 @@ def test_default_augmentation_follows_the_paper():
     assert default_augmentation("tinyimagenet") == {"crop_padding": 4, "flip": True}
     assert default_augmentation("svhn") == {"crop_padding": 0, "flip": False}
     assert all(set(default_augmentation(s)) == {"crop_padding", "flip"} for s in SOURCES)
+    assert set(DEFAULT_AUGMENTATION) == set(SOURCES)  # every data set says how it augments
     default_augmentation("cifar10")["flip"] = False
     assert default_augmentation("cifar10")["flip"] is True
     with pytest.raises(DataError, match="unknown data set"):

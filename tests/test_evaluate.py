@@ -17,16 +17,14 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
+from part.attack_suite import ATTACKS, EvaluationError, parse_attacks
 from part.attacks import pgd
 from part.checkpoint import save_checkpoint
-from part.data import load_prepared, prepare_dataset
+from part.data.prepared import load_prepared, prepare_dataset
 from part.evaluate import (
-    ATTACKS,
-    EvaluationError,
     attack_correctness,
     evaluate_checkpoint,
     evaluate_model,
-    parse_attacks,
     worst_case_correctness,
     write_metrics,
 )
@@ -145,11 +143,11 @@ def test_worst_case_and_figures_match_per_example_results_and_repeat(trained):
 @pytest.mark.parametrize("rule", ["official", "quantile"])
 def test_pgd_unimportant_moves_only_what_the_evaluated_models_own_cam_calls_unimportant(
         trained, rule):
-    from part.evaluate import AttackSettings, _adversary
+    from part.attack_suite import AttackSettings, adversary
     from part.masking import MaskSettings, compute_masks
 
     masks = MaskSettings("gradcam", rule, 0.5)
-    attack = _adversary("pgd_unimportant", AttackSettings(EPS, STEP, 5, 64, 0, masks))
+    attack = adversary("pgd_unimportant", AttackSettings(EPS, STEP, 5, 64, 0, masks))
     images, labels = trained.images[:64], trained.labels[:64]
     fresh = build_model("cnn_small", num_classes=10, in_channels=3).eval()
     moved_where = []

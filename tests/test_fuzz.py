@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from part.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from part.cli import app
-from part.data import prepare_dataset
+from part.data.prepared import prepare_dataset
 from part.models import build_model
 from part.params import ParamsError, load_params
 from part.tensorfile import write_safetensors
@@ -96,7 +96,7 @@ def _retyped_with_a_valid_digest(rng: random.Random, path: Path, out: Path) -> N
     from safetensors import safe_open
 
     from part.checkpoint import DIGEST_KEY
-    from part.provenance import tensors_digest
+    from part.hashing import tensors_digest
 
     with safe_open(path, framework="pt") as reader:
         metadata = dict(reader.metadata())

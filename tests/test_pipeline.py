@@ -16,7 +16,7 @@ import yaml
 from _project import ALL_STAGES, commit, kill_once_written, make_project, ran, run
 
 from part.checkpoint import load_checkpoint
-from part.data import load_prepared
+from part.data.prepared import load_prepared
 
 pytestmark = pytest.mark.slow
 METRIC_KEYS = {"natural", "fgsm", "pgd20", "cw20", "mma", "pgd_unimportant", "autoattack",

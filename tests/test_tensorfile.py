@@ -17,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from part.atomic import atomic_path
-from part.data import prepare_dataset
+from part.data.prepared import prepare_dataset
 from part.tensorfile import write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_equal_content_gives_equal_bytes_across_processes(tmp_path: Path) -> Non
 
 
 def test_prepared_data_is_byte_identical_across_processes(tmp_path: Path) -> None:
-    script = ("import sys; from part.data import prepare_dataset; "
+    script = ("import sys; from part.data.prepared import prepare_dataset; "
               "prepare_dataset('synthetic', sys.argv[1], train_subset=30, test_subset=20)")
     contents = []
     for index in range(2):

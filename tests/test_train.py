@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from part.checkpoint import load_checkpoint
-from part.data import load_source
+from part.data.sources import load_source
+from part.lr_schedule import learning_rate
 from part.masking import MaskSettings, compute_masks
 from part.params import TrainParams, params_from_dict
 from part.train import (
     RunSpec,
     TrainData,
     epoch_order,
-    learning_rate,
     train_run,
     training_batches,
 )

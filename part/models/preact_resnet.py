@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from part.models.registry import register_model
+from part.models.resnet import residual_stages
 
 
 class PreActBlock(nn.Module):
@@ -37,24 +38,14 @@ class PreActResNet(nn.Module):
 
     def __init__(self, blocks_per_stage: list[int], num_classes: int, in_channels: int) -> None:
         super().__init__()
-        self.in_planes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
-        self.layer1 = self._make_stage(64, blocks_per_stage[0], stride=1)
-        self.layer2 = self._make_stage(128, blocks_per_stage[1], stride=2)
-        self.layer3 = self._make_stage(256, blocks_per_stage[2], stride=2)
-        self.layer4 = self._make_stage(512, blocks_per_stage[3], stride=2)
+        self.layer1, self.layer2, self.layer3, self.layer4 = residual_stages(PreActBlock,
+                                                                             blocks_per_stage)
         self.final_act = nn.Sequential()
         self.final_act.add_module("bn", nn.BatchNorm2d(512))
         self.final_act.add_module("relu", nn.ReLU())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(512, num_classes)
-
-    def _make_stage(self, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
-        blocks = []
-        for block_stride in [stride] + [1] * (num_blocks - 1):
-            blocks.append(PreActBlock(self.in_planes, planes, block_stride))
-            self.in_planes = planes
-        return nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)

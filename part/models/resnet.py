@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,29 +31,35 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
+def residual_stages(block: Callable[[int, int, int], nn.Module],
+                    blocks_per_stage: list[int]) -> list[nn.Sequential]:
+    """The four stages of a CIFAR ResNet (64, 128, 256 and 512 planes, the first at stride 1, the
+    others halving the size), each a sequence of `block(in_planes, planes, stride)`, built in
+    order so that a seed gives the same initial weights."""
+    stages, in_planes = [], 64
+    for planes, count, stride in zip((64, 128, 256, 512), blocks_per_stage, (1, 2, 2, 2),
+                                     strict=True):
+        blocks = []
+        for block_stride in [stride] + [1] * (count - 1):
+            blocks.append(block(in_planes, planes, block_stride))
+            in_planes = planes
+        stages.append(nn.Sequential(*blocks))
+    return stages
+
+
 class ResNet(nn.Module):
     # layer4's output is post-ReLU: the activated last feature map, as in the paper's CAM.
     cam_layer = "layer4"
 
     def __init__(self, blocks_per_stage: list[int], num_classes: int, in_channels: int) -> None:
         super().__init__()
-        self.in_planes = 64
         self.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = self._make_stage(64, blocks_per_stage[0], stride=1)
-        self.layer2 = self._make_stage(128, blocks_per_stage[1], stride=2)
-        self.layer3 = self._make_stage(256, blocks_per_stage[2], stride=2)
-        self.layer4 = self._make_stage(512, blocks_per_stage[3], stride=2)
+        self.layer1, self.layer2, self.layer3, self.layer4 = residual_stages(BasicBlock,
+                                                                             blocks_per_stage)
         # Adaptive pooling (not a fixed 4x4 pool) so 28, 32 and 64 pixel inputs all work.
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.linear = nn.Linear(512, num_classes)
-
-    def _make_stage(self, planes: int, num_blocks: int, stride: int) -> nn.Sequential:
-        blocks = []
-        for block_stride in [stride] + [1] * (num_blocks - 1):
-            blocks.append(BasicBlock(self.in_planes, planes, block_stride))
-            self.in_planes = planes
-        return nn.Sequential(*blocks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

@@ -1,4 +1,4 @@
-"""Digests that say which computation produced a file: the code, the inputs.
+"""Every digest the package takes: of bytes, files, tensors, params and the package's own code.
 
 A resume state may only continue the very computation that was interrupted; `code_digest` is its
 key to the code, so a change to any module of the package (an attack, the data pipeline, the
@@ -7,16 +7,23 @@ training loop) makes the stage start over rather than finish the old code's run.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import hashlib
 import json
 import os
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import torch
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -51,3 +58,25 @@ def tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
         digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+def json_default(obj: Any) -> Any:
+    """`json.dumps` default: dataclasses as dicts, paths as str, enums as values, sets sorted."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"{type(obj).__name__} is not JSON-serialisable")
+
+
+def json_sha256(obj: Any) -> str:
+    """sha256 of a canonical JSON dump of `obj` (sorted keys, no spaces, ASCII): equal values give
+    equal digests whatever their key order. Accepts mappings, lists, scalars, dataclasses, paths,
+    enums and sets; raises TypeError or ValueError (NaN, inf) on anything else."""
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                           allow_nan=False, default=json_default)
+    return sha256_hex(canonical.encode("ascii"))

@@ -1,0 +1,88 @@
+"""The files the code reads and writes are the ones dvc.yaml declares (part/paths.py is the one
+place the code names them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from part import paths
+from part.variants import VARIANTS
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _names(entries: list) -> set[str]:
+    """The paths of a deps / outs / metrics / plots list (an entry is a path or {path: options})."""
+    return {entry if isinstance(entry, str) else next(iter(entry)) for entry in entries or []}
+
+
+def _declared(stage: str, field: str, **item: object) -> set[str]:
+    """`field` of `stage` with DVC's ${item} / ${item.<key>} templates filled in."""
+    spec = STAGES[stage]
+    body = spec.get("do", spec)
+    names = _names(body.get(field))
+    for key, value in item.items():
+        names = {name.replace(f"${{item.{key}}}", str(value)) for name in names}
+    if "seed" in item:
+        names = {name.replace("${item}", str(item["seed"])) for name in names}
+    return names
+
+
+def _as_posix(*files: Path) -> set[str]:
+    return {file.as_posix() for file in files}
+
+
+def test_prepare_writes_the_prepared_sets():
+    assert _declared("prepare", "outs") == _as_posix(paths.TRAIN_SET, paths.TEST_SET)
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_per_seed_stages_use_the_code_paths(seed):
+    assert _declared("burnin", "outs", seed=seed) == _as_posix(paths.burnin_path(seed))
+    assert _declared("burnin", "plots", seed=seed) == _as_posix(
+        paths.history_path(paths.run_name("burnin", seed)))
+    assert _as_posix(paths.TRAIN_SET, paths.TEST_SET) <= _declared("burnin", "deps", seed=seed)
+    assert _declared("masks", "outs", seed=seed) == _as_posix(paths.masks_path(seed))
+    assert _declared("masks", "plots", seed=seed) == _as_posix(paths.gallery_path(seed))
+    assert _as_posix(paths.burnin_path(seed), paths.TRAIN_SET) <= _declared("masks", "deps",
+                                                                             seed=seed)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_per_run_stages_use_the_code_paths(variant):
+    item = {"variant": variant, "seed": 3}
+    assert _declared("train", "outs", **item) == _as_posix(paths.model_path(variant, 3))
+    assert _declared("train", "plots", **item) == _as_posix(
+        paths.history_path(paths.run_name(variant, 3)))
+    assert _as_posix(paths.TRAIN_SET, paths.TEST_SET, paths.burnin_path(3),
+                     paths.budget_spec_path(variant)) <= _declared("train", "deps", **item)
+    assert _declared("evaluate", "outs", **item) == _as_posix(paths.outcomes_path(variant, 3))
+    assert _declared("evaluate", "metrics", **item) == _as_posix(paths.metrics_path(variant, 3))
+    assert _as_posix(paths.model_path(variant, 3), paths.TEST_SET) <= _declared(
+        "evaluate", "deps", **item)
+
+
+def test_budgets_and_report_use_the_code_paths():
+    assert _declared("budgets", "outs") == _as_posix(
+        *(paths.budget_spec_path(variant) for variant in VARIANTS))
+    assert _declared("report", "outs") == _as_posix(paths.STUDY, paths.REPORT,
+                                                    paths.TRADEOFF_PLOT)
+    assert paths.METRICS_DIR.as_posix() in _declared("report", "deps")
+
+
+def test_no_code_outside_part_paths_makes_a_pipeline_path():
+    spelled = []
+    for source in sorted((ROOT / "part").rglob("*.py")):
+        if source.name == "paths.py":
+            continue
+        text = source.read_text()
+        for directory in ("data", "models", "metrics", "masks", "budgets", "plots", "reports",
+                          "runs", "timings"):
+            fragment = f'Path("{directory}'
+            if fragment in text:
+                spelled.append(f"{source.relative_to(ROOT)}: {fragment}")
+    assert not spelled, spelled
