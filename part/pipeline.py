@@ -92,6 +92,11 @@ def mask_settings(params: Params) -> MaskSettings:
                         batch_size=params.mask.batch_size, alignment=params.mask.alignment)
 
 
+# The params prepare reads (its `params` in dvc.yaml; a test checks): the only ones it checks
+# against their owners' registries, so that the owners (attacks, models, ...) are not its code.
+PREPARE_PARAMS = ("dataset", "data")
+
+
 def run_prepare(params: Params) -> dict:
     from part.data.prepared import prepare_dataset
 

@@ -25,6 +25,7 @@ from part.cli import app
 from part.data.prepared import prepare_dataset
 from part.models import build_model
 from part.params import ParamsError, load_params
+from part.pipeline import PREPARE_PARAMS
 from part.tensorfile import write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,16 +245,26 @@ def _mutated_params(rng: random.Random, base_text: str, base: dict
 
 
 @pytest.fixture(scope="module")
-def prepare_stage():
+def stages():
+    """(prepare, budgets): prepare checks only the params it reads; budgets, like every later
+    stage, checks them all."""
     sys.path.insert(0, str(ROOT))
     try:
-        from stages.prepare import app as stage
+        from stages.budgets import app as budgets
+        from stages.prepare import app as prepare
     finally:
         sys.path.remove(str(ROOT))
-    return stage
+    return prepare, budgets
 
 
-def test_fuzzed_params_are_read_or_refused_with_one_line(tmp_path, monkeypatch, prepare_stage):
+def _refused(stage, path: Path, tmp_path: Path, kind: str, content: bytes) -> None:
+    result = runner.invoke(stage, ["--params", str(path)])
+    assert result.exit_code == 2, (kind, content, result.output)
+    _assert_one_clean_line(result.output, str(path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_fuzzed_params_are_read_or_refused_with_one_line(tmp_path, monkeypatch, stages):
     base_text = (ROOT / "params.yaml").read_text()
     base = yaml.safe_load(base_text)
     monkeypatch.chdir(tmp_path)  # a stage that wrongly ran would write here
@@ -269,10 +280,12 @@ def test_fuzzed_params_are_read_or_refused_with_one_line(tmp_path, monkeypatch, 
             message = str(error)
             assert message.startswith(f"{path}: ") and "\n" not in message, (kind, message)
             assert key is None or key in message, (kind, key, message)
-            result = runner.invoke(prepare_stage, ["--params", str(path)])
-            assert result.exit_code == 2, (kind, content, result.output)
-            _assert_one_clean_line(result.output, str(path))
-            assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+            prepare, budgets = stages
+            _refused(budgets, path, tmp_path, kind, content)
+            try:
+                load_params(path, only=PREPARE_PARAMS)
+            except ParamsError:
+                _refused(prepare, path, tmp_path, kind, content)
             outcomes[f"{kind}: refused"] += 1
         else:
             outcomes[f"{kind}: read"] += 1

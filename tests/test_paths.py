@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from part import paths
+from part.pipeline import PREPARE_PARAMS
 from part.variants import VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +37,9 @@ def _as_posix(*files: Path) -> set[str]:
     return {file.as_posix() for file in files}
 
 
-def test_prepare_writes_the_prepared_sets():
+def test_prepare_writes_the_prepared_sets_and_checks_the_params_it_declares():
     assert _declared("prepare", "outs") == _as_posix(paths.TRAIN_SET, paths.TEST_SET)
+    assert set(STAGES["prepare"]["params"]) == set(PREPARE_PARAMS)
 
 
 @pytest.mark.parametrize("seed", [0, 7])
