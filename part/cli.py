@@ -185,6 +185,27 @@ def frontier(
     stdout.print(table.read_text(), markup=False, highlight=False, soft_wrap=True)
 
 
+@app.command()
+@guarded
+def export(
+    checkpoint: Path = typer.Argument(..., help="a part checkpoint (.safetensors)"),
+    out_dir: Path = typer.Argument(..., help="the directory to write <name>.pt and <name>.json"),
+    export_format: str = typer.Option("robustbench", "--format", help="robustbench"),
+    metrics: Path | None = typer.Option(
+        None, "--metrics", help="the checkpoint's metrics JSON (clean and AutoAttack accuracy)"),
+    name: str | None = typer.Option(None, "--name",
+                                    help="the model's name (default: the checkpoint's stem)"),
+) -> None:
+    """Export a checkpoint for RobustBench: a plain state_dict that torch.load(weights_only=True)
+    reads, and a model_info JSON filled from its metadata and metrics."""
+    from part.export import EXPORT_FORMATS, ExportError, export_robustbench
+
+    if export_format not in EXPORT_FORMATS:
+        raise ExportError(f"--format {export_format!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    weights, info = export_robustbench(checkpoint, out_dir, name=name, metrics=metrics)
+    stdout.print(f"wrote {weights} and {info}")
+
+
 def main() -> None:
     app()
 
