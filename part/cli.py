@@ -79,17 +79,54 @@ def _attack_label(key: str, metrics: dict[str, Any]) -> str:
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:
-    """Accuracy (%), examples and seconds per attack, and the worst case."""
+    """Accuracy (%) with its Wilson 95% interval, examples and seconds per attack, and the worst
+    case."""
+    from part.study import wilson_interval
+
     table = Table(title=title)
     table.add_column("attack")
     table.add_column("accuracy", justify="right")
+    table.add_column("95% interval", justify="right")
     table.add_column("n", justify="right")
     table.add_column("seconds", justify="right")
     for key in [*metrics["attacks"], "worst_case"]:
         seconds = metrics.get(f"seconds_{key}")
+        n = int(metrics[f"n_{key}"])
+        low, high = wilson_interval(round(metrics[key] * n), n)
         table.add_row(_attack_label(key, metrics), f"{100 * metrics[key]:.2f}%",
-                      str(metrics[f"n_{key}"]), "" if seconds is None else f"{seconds:.1f}")
+                      f"[{100 * low:.2f}, {100 * high:.2f}]", str(n),
+                      "" if seconds is None else f"{seconds:.1f}")
     return table
+
+
+# What `part-cli evaluate` uses for an option it is not given, outside a project (no
+# params.yaml). Inside one, params.yaml's evaluation settings come first (see _defaults).
+EVALUATE_DEFAULTS: dict[str, Any] = {
+    "attacks": None, "n": None, "n_autoattack": 1000, "eps": None, "step_size": None,
+    "steps": 20, "batch_size": 256, "seed": 0, "cam": "gradcam", "mask_rule": "official",
+    "quantile": 0.5, "mask_batch_size": 256, "device": "auto",
+}
+
+
+def _defaults(params_path: Path) -> tuple[dict[str, Any], str]:
+    """The evaluation settings the options default to, and where they come from: the pipeline's
+    (params.yaml), so that evaluating one of its checkpoints reproduces its metrics file."""
+    if not params_path.is_file():
+        return dict(EVALUATE_DEFAULTS), "built-in defaults"
+    from part.params import load_params
+
+    params = load_params(params_path)
+    return {
+        "attacks": params.eval.attacks or None, "n": params.eval.n,
+        "n_autoattack": params.eval.n_autoattack, "eps": params.eval_eps,
+        "step_size": params.eval_step_size, "steps": params.eval.steps,
+        "batch_size": params.eval.batch_size, "seed": params.eval.seed, "cam": params.cam,
+        "mask_rule": params.mask_rule, "quantile": params.mask.quantile,
+        "mask_batch_size": params.mask.batch_size, "device": params.device,
+    }, str(params_path)
+
+
+_FROM_PARAMS = "default: params.yaml's, else"
 
 
 @app.command()
@@ -97,52 +134,74 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
 def evaluate(
     checkpoint: Path = typer.Argument(..., help="a part checkpoint (.safetensors)"),
     data: Path = typer.Option(DEFAULT_TEST_SET, "--data", help="a prepared test split"),
-    attacks: str = typer.Option(",".join(ATTACKS), "--attacks",
-                                help=f"comma-separated, from: {', '.join(ATTACKS)}"),
-    n: int | None = typer.Option(None, "--n", min=1,
-                                 help="test examples per attack (AutoAttack aside); default all"),
-    n_autoattack: int | None = typer.Option(1000, "--n-autoattack", min=1,
-                                            help="test examples for AutoAttack (the first ones)"),
-    cam: str = typer.Option("gradcam", "--cam",
-                            help=f"pgd_unimportant's CAM: {', '.join(CAM_METHODS)}"),
-    mask_rule: str = typer.Option("official", "--mask-rule",
-                                  help=f"pgd_unimportant's mask rule: {', '.join(MASK_RULES)}"),
-    quantile: float = typer.Option(0.5, "--quantile", min=0.0, max=1.0,
-                                   help="the kept fraction under --mask-rule quantile"),
-    eps: str | None = typer.Option(None, "--eps",
-                                   help="L-inf budget such as 8/255; default: the checkpoint's"),
-    step_size: str | None = typer.Option(None, "--step-size",
-                                         help="PGD / CW / MMA step; default eps/4"),
-    steps: int = typer.Option(20, "--steps", min=0, help="PGD / CW / MMA iterations"),
-    batch_size: int = typer.Option(256, "--batch-size", min=1),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
-    seed: int = typer.Option(0, "--seed", min=0, help="seeds every attack, AutoAttack included"),
+    attacks: str | None = typer.Option(
+        None, "--attacks",
+        help=f"comma-separated, from: {', '.join(ATTACKS)} ({_FROM_PARAMS} all)"),
+    n: int | None = typer.Option(
+        None, "--n", min=1,
+        help=f"test examples per attack, AutoAttack aside ({_FROM_PARAMS} all)"),
+    n_autoattack: int | None = typer.Option(
+        None, "--n-autoattack", min=1,
+        help=f"test examples for AutoAttack, the first ones ({_FROM_PARAMS} 1000)"),
+    cam: str | None = typer.Option(
+        None, "--cam", help=f"pgd_unimportant's CAM: {', '.join(CAM_METHODS)} ({_FROM_PARAMS} "
+                            "gradcam)"),
+    mask_rule: str | None = typer.Option(
+        None, "--mask-rule", help=f"pgd_unimportant's mask rule: {', '.join(MASK_RULES)} "
+                                  f"({_FROM_PARAMS} official)"),
+    quantile: float | None = typer.Option(
+        None, "--quantile", min=0.0, max=1.0,
+        help=f"the kept fraction under --mask-rule quantile ({_FROM_PARAMS} 0.5)"),
+    eps: str | None = typer.Option(
+        None, "--eps", help=f"L-inf budget such as 8/255 ({_FROM_PARAMS} the checkpoint's)"),
+    step_size: str | None = typer.Option(
+        None, "--step-size", help=f"PGD / CW / MMA step ({_FROM_PARAMS} eps/4)"),
+    steps: int | None = typer.Option(
+        None, "--steps", min=0, help=f"PGD / CW / MMA iterations ({_FROM_PARAMS} 20)"),
+    batch_size: int | None = typer.Option(None, "--batch-size", min=1,
+                                          help=f"({_FROM_PARAMS} 256)"),
+    device: str | None = typer.Option(None, "--device",
+                                      help=f"auto, cpu, cuda or cuda:N ({_FROM_PARAMS} auto)"),
+    seed: int | None = typer.Option(
+        None, "--seed", min=0, help=f"seeds every attack, AutoAttack included ({_FROM_PARAMS} 0)"),
+    params_path: Path = typer.Option(
+        Path("params.yaml"), "--params",
+        help="the project's params file: where it exists, its evaluation settings are the "
+             "defaults, so evaluating a pipeline checkpoint reproduces its metrics file"),
     json_path: Path | None = typer.Option(None, "--json", help="also write the metrics here"),
 ) -> None:
     """Robust accuracy of a checkpoint under natural, FGSM, PGD-20, CW-inf-20, MMA, PGD on the
-    CAM-unimportant pixels, AutoAttack."""
+    CAM-unimportant pixels, AutoAttack: each with its n and Wilson 95% interval."""
     from part.attack_suite import EvaluationError, parse_attacks
     from part.evaluate import evaluate_checkpoint, write_metrics
     from part.frontier import budget_text
     from part.masking import MaskSettings
     from part.params import parse_budget
 
-    chosen = parse_attacks(attacks)  # before any file is read: a typo fails at once
-    for option, value, allowed in (("--cam", cam, CAM_METHODS),
-                                   ("--mask-rule", mask_rule, MASK_RULES)):
+    chosen = None if attacks is None else parse_attacks(attacks)  # a typo fails at once
+    defaults, source = _defaults(params_path)
+    given = {"attacks": chosen, "n": n, "n_autoattack": n_autoattack, "steps": steps,
+             "batch_size": batch_size, "seed": seed, "cam": cam, "mask_rule": mask_rule,
+             "quantile": quantile, "device": device,
+             "eps": None if eps is None else parse_budget(eps, "--eps"),
+             "step_size": None if step_size is None else parse_budget(step_size, "--step-size")}
+    settings = {**defaults, **{key: value for key, value in given.items() if value is not None}}
+    for option, value, allowed in (("--cam", settings["cam"], CAM_METHODS),
+                                   ("--mask-rule", settings["mask_rule"], MASK_RULES)):
         if value not in allowed:
             raise EvaluationError(f"{option} {value!r} is not one of {', '.join(allowed)}")
-    budget = None if eps is None else parse_budget(eps, "--eps")
-    step = None if step_size is None else parse_budget(step_size, "--step-size")
-    metrics = evaluate_checkpoint(checkpoint, data, attacks=chosen, eps=budget, step_size=step,
-                                  steps=steps, n=n, n_autoattack=n_autoattack,
-                                  batch_size=batch_size, seed=seed, device=device,
-                                  masks=MaskSettings(cam, mask_rule, quantile))
+    metrics = evaluate_checkpoint(
+        checkpoint, data, attacks=settings["attacks"] or ATTACKS, eps=settings["eps"],
+        step_size=settings["step_size"], steps=settings["steps"], n=settings["n"],
+        n_autoattack=settings["n_autoattack"], batch_size=settings["batch_size"],
+        seed=settings["seed"], device=settings["device"],
+        masks=MaskSettings(settings["cam"], settings["mask_rule"], settings["quantile"],
+                           settings["mask_batch_size"]))
     if json_path is not None:
         write_metrics(json_path, metrics)
     title = (f"{checkpoint.name}: {metrics['model']} {metrics['method']}, epoch "
              f"{metrics['epoch']}, eps {budget_text(metrics['eps'])}, step "
-             f"{budget_text(metrics['step_size'])}")
+             f"{budget_text(metrics['step_size'])} (settings not given: {source})")
     stdout.print(metrics_table(metrics, title))
 
 
@@ -183,6 +242,27 @@ def frontier(
     write_frontier(points, plot, table)
     stdout.print(f"{len(points)} points -> {plot}, {table}")
     stdout.print(table.read_text(), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+@guarded
+def export(
+    checkpoint: Path = typer.Argument(..., help="a part checkpoint (.safetensors)"),
+    out_dir: Path = typer.Argument(..., help="the directory to write <name>.pt and <name>.json"),
+    export_format: str = typer.Option("robustbench", "--format", help="robustbench"),
+    metrics: Path | None = typer.Option(
+        None, "--metrics", help="the checkpoint's metrics JSON (clean and AutoAttack accuracy)"),
+    name: str | None = typer.Option(None, "--name",
+                                    help="the model's name (default: the checkpoint's stem)"),
+) -> None:
+    """Export a checkpoint for RobustBench: a plain state_dict that torch.load(weights_only=True)
+    reads, and a model_info JSON filled from its metadata and metrics."""
+    from part.export import EXPORT_FORMATS, ExportError, export_robustbench
+
+    if export_format not in EXPORT_FORMATS:
+        raise ExportError(f"--format {export_format!r} is not one of {', '.join(EXPORT_FORMATS)}")
+    weights, info = export_robustbench(checkpoint, out_dir, name=name, metrics=metrics)
+    stdout.print(f"wrote {weights} and {info}")
 
 
 def main() -> None:

@@ -64,6 +64,12 @@ def files(tmp_path_factory) -> dict[str, Path]:
     }
 
 
+@pytest.fixture(autouse=True)
+def _outside_a_project(tmp_path, monkeypatch):
+    """Run where there is no params.yaml: the built-in defaults apply."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _evaluate(*args: object):
     return runner.invoke(app, ["evaluate", *map(str, args)])
 
@@ -166,3 +172,37 @@ def test_info_names_the_versions_and_where_each_data_set_is_found():
         assert f"data: {source}" in result.output
     if Path("/usr/share/datasets/fashion-mnist").is_dir():
         assert "/usr/share/datasets/fashion-mnist" in result.output
+
+
+def test_inside_a_project_the_defaults_are_its_eval_settings(files, tmp_path):
+    (tmp_path / "params.yaml").write_text(
+        "dataset: synthetic\neps: 6/255\neps_low: 4/255\ntrain:\n  step_size: 1/255\n"
+        "eval:\n  attacks: [natural, pgd20]\n  n: 12\n  steps: 2\n  seed: 3\n")
+    out = tmp_path / "defaults.json"
+    result = _evaluate(files["good"], "--data", files["data"], "--json", out)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["attacks"] == ["natural", "pgd20"] and metrics["n_pgd20"] == 12
+    assert (metrics["steps"], metrics["seed"]) == (2, 3)
+    assert metrics["eps"] == pytest.approx(6 / 255)  # params' eps, not the checkpoint's 8/255
+    assert metrics["step_size"] == pytest.approx(1 / 255)  # the training step, as the pipeline
+    assert "params.yaml" in " ".join(result.stdout.split())
+    given = _evaluate(files["good"], "--data", files["data"], "--steps", "1", "--n", "8",
+                      "--json", out)
+    assert given.exit_code == 0, given.output
+    assert (json.loads(out.read_text())["steps"], json.loads(out.read_text())["n_natural"]) == (
+        1, 8)  # an option given wins over params.yaml
+
+
+def test_the_table_gives_each_accuracy_its_n_and_wilson_interval(files):
+    from part.study import wilson_interval
+
+    out = files["root"] / "table.json"
+    result = runner.invoke(app, ["evaluate", str(files["good"]), "--data", str(files["data"]),
+                                 "--attacks", "natural", "--n", "40", "--json", str(out)],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    low, high = wilson_interval(round(metrics["natural"] * 40), 40)
+    assert f"[{100 * low:.2f}, {100 * high:.2f}]" in result.stdout
+    assert "95% interval" in result.stdout and " 40 " in result.stdout

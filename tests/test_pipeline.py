@@ -73,6 +73,16 @@ def test_a_second_repro_does_nothing(project):
     assert _run(["dvc", "status"], project).stdout.strip().endswith("up to date.")
 
 
+def test_part_cli_evaluate_in_the_project_reproduces_its_metrics_file(project):
+    out = project / "cli-part-0.json"
+    _run(["python", "-m", "part.cli", "evaluate", "models/part-0.safetensors", "--json",
+          out.name], project)
+    try:
+        assert out.read_bytes() == (project / "metrics/part-0.json").read_bytes()
+    finally:
+        out.unlink()
+
+
 def test_outcome_files_hold_the_metrics_example_by_example(project):
     from safetensors.torch import load_file
 

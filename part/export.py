@@ -1,0 +1,114 @@
+"""Export a checkpoint where other tools can read it: RobustBench's layout, a plain state_dict
+(`<name>.pt`, which `torch.load(..., weights_only=True)` reads into the matching architecture
+built by `part.models.build_model`) and a `<name>.json` in the style of RobustBench's
+`model_info` entries, filled from the checkpoint's metadata and, when given, its metrics.
+
+The models take unnormalised images in [0, 1], as RobustBench feeds them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from part.atomic import atomic_paths
+from part.errors import PartError
+
+EXPORT_FORMATS = ("robustbench",)
+THREAT_MODEL = "Linf"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ExportError(PartError):
+    """An export asked for with inputs it cannot honour."""
+
+
+def _percent(value: float | None) -> str | None:
+    return None if value is None else f"{100 * value:.2f}"
+
+
+def _check_metrics_fit(metrics: Mapping[str, Any], meta: Mapping[str, Any], where: str) -> None:
+    for key in ("model", "dataset", "method", "epoch"):
+        if key in metrics and metrics[key] != meta.get(key):
+            raise ExportError(
+                f"{where}: {key} is {metrics[key]!r} but the checkpoint's is {meta.get(key)!r}; "
+                "give the metrics file written for this checkpoint (metrics/<variant>-<seed>.json)")
+
+
+def model_info(meta: Mapping[str, Any], name: str,
+               metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """RobustBench `model_info` fields (accuracies as percent strings, as its files write them)
+    plus what RobustBench leaves to the author and this project knows: the method, eps_low,
+    the number of examples behind each accuracy."""
+    from part.frontier import budget_text
+
+    metrics = metrics or {}
+    return {
+        "name": name,
+        "link": "",
+        "authors": "",
+        "venue": "",
+        "additional_data": False,
+        "number_forward_passes": 1,
+        "dataset": meta["dataset"],
+        "architecture": meta["model"],
+        "threat_model": THREAT_MODEL,
+        "eps": budget_text(float(meta["eps"])),
+        "clean_acc": _percent(metrics.get("natural")),
+        "n_clean": metrics.get("n_natural"),
+        "autoattack_acc": _percent(metrics.get("autoattack")),
+        "n_autoattack": metrics.get("n_autoattack"),
+        "autoattack_package": metrics.get("autoattack_package"),
+        "reported": "",
+        "method": meta.get("method"),
+        "variant": meta.get("variant"),
+        "eps_low": meta.get("eps_low"),
+        "epoch": meta.get("epoch"),
+        "part_version": meta.get("part_version"),
+    }
+
+
+def export_robustbench(checkpoint: str | Path, out_dir: str | Path, *, name: str | None = None,
+                       metrics: str | Path | None = None) -> tuple[Path, Path]:
+    """Write out_dir/<name>.pt (the weights as a plain state_dict) and out_dir/<name>.json
+    (model_info), together or not at all; returns their paths. `name` defaults to the
+    checkpoint's file name without its suffix."""
+    from part.checkpoint import load_checkpoint
+
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    name = name or checkpoint.stem
+    if not _NAME.match(name):
+        raise ExportError(f"--name {name!r}: use letters, digits, '_', '-' and '.' only "
+                          "(RobustBench names look like Author2024Title)")
+    model, meta = load_checkpoint(checkpoint, device="cpu")
+    found: Mapping[str, Any] | None = None
+    if metrics is not None:
+        try:
+            found = json.loads(Path(metrics).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ExportError(f"{metrics}: not a readable metrics file ({error}); give the JSON "
+                              "the evaluate stage or `part-cli evaluate --json` writes") from None
+        if not isinstance(found, dict):
+            raise ExportError(f"{metrics}: not a metrics object; give the JSON the evaluate stage "
+                              "writes")
+        _check_metrics_fit(found, meta, str(metrics))
+    state = {key: tensor.detach().cpu().contiguous() for key, tensor in
+             model.state_dict().items()}
+    weights = io.BytesIO()
+    torch.save(state, weights)
+    info = json.dumps(model_info(meta, name, found), indent=2) + "\n"
+    targets = [out_dir / f"{name}.pt", out_dir / f"{name}.json"]
+    try:
+        with atomic_paths(targets) as (weights_tmp, info_tmp):
+            weights_tmp.write_bytes(weights.getvalue())
+            info_tmp.write_text(info)
+    except OSError as error:
+        raise ExportError(f"cannot write into {out_dir}: {error}; check that it can be created "
+                          "and its permissions") from None
+    return targets[0], targets[1]
