@@ -99,33 +99,6 @@ def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     return table
 
 
-# What `part-cli evaluate` uses for an option it is not given, outside a project (no
-# params.yaml). Inside one, params.yaml's evaluation settings come first (see _defaults).
-EVALUATE_DEFAULTS: dict[str, Any] = {
-    "attacks": None, "n": None, "n_autoattack": 1000, "eps": None, "step_size": None,
-    "steps": 20, "batch_size": 256, "seed": 0, "cam": "gradcam", "mask_rule": "official",
-    "quantile": 0.5, "mask_batch_size": 256, "device": "auto",
-}
-
-
-def _defaults(params_path: Path) -> tuple[dict[str, Any], str]:
-    """The evaluation settings the options default to, and where they come from: the pipeline's
-    (params.yaml), so that evaluating one of its checkpoints reproduces its metrics file."""
-    if not params_path.is_file():
-        return dict(EVALUATE_DEFAULTS), "built-in defaults"
-    from part.params import load_params
-
-    params = load_params(params_path)
-    return {
-        "attacks": params.eval.attacks or None, "n": params.eval.n,
-        "n_autoattack": params.eval.n_autoattack, "eps": params.eval_eps,
-        "step_size": params.eval_step_size, "steps": params.eval.steps,
-        "batch_size": params.eval.batch_size, "seed": params.eval.seed, "cam": params.cam,
-        "mask_rule": params.mask_rule, "quantile": params.mask.quantile,
-        "mask_batch_size": params.mask.batch_size, "device": params.device,
-    }, str(params_path)
-
-
 _FROM_PARAMS = "default: params.yaml's, else"
 
 
@@ -172,36 +145,36 @@ def evaluate(
 ) -> None:
     """Robust accuracy of a checkpoint under natural, FGSM, PGD-20, CW-inf-20, MMA, PGD on the
     CAM-unimportant pixels, AutoAttack: each with its n and Wilson 95% interval."""
-    from part.attack_suite import EvaluationError, parse_attacks
-    from part.evaluate import evaluate_checkpoint, write_metrics
-    from part.frontier import budget_text
-    from part.masking import MaskSettings
-    from part.params import parse_budget
+    import dataclasses
 
-    chosen = None if attacks is None else parse_attacks(attacks)  # a typo fails at once
-    defaults, source = _defaults(params_path)
-    given = {"attacks": chosen, "n": n, "n_autoattack": n_autoattack, "steps": steps,
-             "batch_size": batch_size, "seed": seed, "cam": cam, "mask_rule": mask_rule,
-             "quantile": quantile, "device": device,
+    from part.attack_suite import DEFAULT_MASK_SETTINGS, EvaluationError, parse_attacks
+    from part.evaluate import evaluate_checkpoint, settings_from_params, write_metrics
+    from part.frontier import budget_text
+    from part.params import load_params, parse_budget
+
+    given = {"attacks": None if attacks is None else parse_attacks(attacks),  # a typo fails first
              "eps": None if eps is None else parse_budget(eps, "--eps"),
-             "step_size": None if step_size is None else parse_budget(step_size, "--step-size")}
-    settings = {**defaults, **{key: value for key, value in given.items() if value is not None}}
-    for option, value, allowed in (("--cam", settings["cam"], CAM_METHODS),
-                                   ("--mask-rule", settings["mask_rule"], MASK_RULES)):
+             "step_size": None if step_size is None else parse_budget(step_size, "--step-size"),
+             "n": n, "n_autoattack": n_autoattack, "steps": steps, "batch_size": batch_size,
+             "seed": seed, "device": device}
+    # Options not given: the project's evaluation settings, else evaluate_checkpoint's defaults.
+    in_project = params_path.is_file()
+    settings = settings_from_params(load_params(params_path)) if in_project else {}
+    settings.update({key: value for key, value in given.items() if value is not None})
+    mask_options = {"method": cam, "rule": mask_rule, "quantile": quantile}
+    masks = dataclasses.replace(settings.get("masks", DEFAULT_MASK_SETTINGS), **{
+        field: value for field, value in mask_options.items() if value is not None})
+    for option, value, allowed in (("--cam", masks.method, CAM_METHODS),
+                                   ("--mask-rule", masks.rule, MASK_RULES)):
         if value not in allowed:
             raise EvaluationError(f"{option} {value!r} is not one of {', '.join(allowed)}")
-    metrics = evaluate_checkpoint(
-        checkpoint, data, attacks=settings["attacks"] or ATTACKS, eps=settings["eps"],
-        step_size=settings["step_size"], steps=settings["steps"], n=settings["n"],
-        n_autoattack=settings["n_autoattack"], batch_size=settings["batch_size"],
-        seed=settings["seed"], device=settings["device"],
-        masks=MaskSettings(settings["cam"], settings["mask_rule"], settings["quantile"],
-                           settings["mask_batch_size"]))
+    metrics = evaluate_checkpoint(checkpoint, data, **{**settings, "masks": masks})
     if json_path is not None:
         write_metrics(json_path, metrics)
     title = (f"{checkpoint.name}: {metrics['model']} {metrics['method']}, epoch "
              f"{metrics['epoch']}, eps {budget_text(metrics['eps'])}, step "
-             f"{budget_text(metrics['step_size'])} (settings not given: {source})")
+             f"{budget_text(metrics['step_size'])} (settings not given: "
+             f"{params_path if in_project else 'built-in defaults'})")
     stdout.print(metrics_table(metrics, title))
 
 

@@ -368,18 +368,24 @@ def evaluate_checkpoint(
                    outcomes=metrics.outcomes)
 
 
+def settings_from_params(params: Params) -> dict[str, Any]:
+    """The evaluate_checkpoint keywords that params.yaml decides: params.eval, the eval eps, the
+    training step size, the device and the CAM settings pgd_unimportant uses."""
+    return {"attacks": params.eval.attacks or ATTACKS, "eps": params.eval_eps,
+            "step_size": params.eval_step_size, "steps": params.eval.steps, "n": params.eval.n,
+            "n_autoattack": params.eval.n_autoattack, "batch_size": params.eval.batch_size,
+            "seed": params.eval.seed, "device": params.device,
+            "masks": MaskSettings(params.cam, params.mask_rule, params.mask.quantile,
+                                  params.mask.batch_size)}
+
+
 def evaluate_with_params(params: Params, checkpoint: str | Path, data: str | Path, *,
                          progress: bool = True) -> dict[str, Any]:
-    """The evaluate stage: params.eval settings, the eval eps and the training step size, and a
-    checkpoint that must have been made for params' model and data set."""
-    return evaluate_checkpoint(
-        checkpoint, data, attacks=params.eval.attacks or ATTACKS, eps=params.eval_eps,
-        step_size=params.eval_step_size, steps=params.eval.steps, n=params.eval.n,
-        n_autoattack=params.eval.n_autoattack, batch_size=params.eval.batch_size,
-        seed=params.eval.seed, device=params.device,
-        expect={"model": params.model, "dataset": params.dataset},
-        masks=MaskSettings(params.cam, params.mask_rule, params.mask.quantile,
-                           params.mask.batch_size), progress=progress)
+    """The evaluate stage: `settings_from_params`, and a checkpoint that must have been made for
+    params' model and data set."""
+    return evaluate_checkpoint(checkpoint, data, **settings_from_params(params),
+                               expect={"model": params.model, "dataset": params.dataset},
+                               progress=progress)
 
 
 TIMING_PREFIX = "seconds_"

@@ -209,7 +209,8 @@ def _list_of_choices(key: str, value: Any, allowed: tuple[str, ...] | None) -> t
     """The list `value` of key; with `allowed`, every item must be one of them."""
     items = value.split(",") if isinstance(value, str) else value
     if not isinstance(items, (list, tuple)) or not items:
-        raise ParamsError(f"{key}: give a list drawn from {', '.join(allowed or ())}")
+        raise ParamsError(f"{key}: give a list"
+                          + (f" drawn from {', '.join(allowed)}" if allowed else " of names"))
     items = tuple(str(item).strip() for item in items)
     unknown = [item for item in items if allowed is not None and item not in allowed]
     if unknown:
