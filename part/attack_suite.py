@@ -13,8 +13,11 @@
 - ``pgd_unimportant``: PGD on cross-entropy (as ``pgd20``) with the full eps on the elements the
   evaluated model's own CAM calls unimportant (the pipeline's CAM method and mask rule) and no
   budget elsewhere: it attacks PART where PART trains with eps_low.
-- ``autoattack``: AutoAttack standard, L-inf (APGD-CE, APGD-T, FAB-T, Square), run by
-  `part.autoattack` on whole sets rather than batch by batch, so it has no adversary here.
+- ``autoattack``: AutoAttack, L-inf, run by `part.autoattack` on whole sets rather than batch by
+  batch, so it has no adversary here. Its version (AUTOATTACK_VERSIONS) is AutoAttack's own:
+  standard (APGD-CE, APGD-T, FAB-T, Square: the leaderboards' and the paper's), plus (adds
+  APGD-DLR and untargeted FAB, more restarts) or rand (APGD-CE and APGD-DLR with 20 EOT
+  iterations, for randomised defences).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from part.masking import MaskSettings, unimportant_budget
 
 MMA_TOP_K = 3  # the paper's code attacks the 3 most likely wrong classes
 AUTOATTACK = "autoattack"
+AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
 
 Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
@@ -53,6 +57,7 @@ class AttackSettings:
     batch_size: int
     seed: int
     masks: MaskSettings = DEFAULT_MASK_SETTINGS
+    autoattack_version: str = "standard"
 
     def __post_init__(self) -> None:
         def is_number(value: object) -> bool:
@@ -71,6 +76,9 @@ class AttackSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise EvaluationError(f"{name} must be a whole number >= {minimum}; "
                                       f"got {value!r}")
+        if self.autoattack_version not in AUTOATTACK_VERSIONS:
+            raise EvaluationError(f"unknown AutoAttack version {self.autoattack_version!r}; "
+                                  f"allowed: {', '.join(AUTOATTACK_VERSIONS)}")
 
 
 def _natural(model: nn.Module, x: Tensor, y: Tensor, s: AttackSettings) -> Tensor:

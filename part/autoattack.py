@@ -1,5 +1,6 @@
-"""AutoAttack standard (L-inf: APGD-CE, APGD-T, FAB-T, Square) through the upstream `autoattack`
-package where it is installed, as the paper used it, else `pyautoattack`.
+"""AutoAttack, L-inf, through the upstream `autoattack` package where it is installed, as the paper
+used it, else `pyautoattack`. The version is AutoAttack's (AttackSettings.autoattack_version):
+standard (APGD-CE, APGD-T, FAB-T, Square) by default, or plus, or rand.
 
 AutoAttack spends no work on examples that are already lost: it skips those the model misclassifies
 clean, and each sub-attack attacks only those still robust after the previous ones. We never
@@ -21,8 +22,7 @@ from part.attack_suite import AttackSettings, EvaluationError
 from part.progress import Task
 from part.ui import console
 
-SUBATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
-MAX_TARGETS = 9  # the standard version's APGD-T / FAB-T target count
+MAX_TARGETS = 9  # the APGD-T / FAB-T target count of the standard and plus versions
 MIN_CLASSES = 4  # APGD-T's targeted DLR loss reads the 4th-largest logit
 
 Runner = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
@@ -47,12 +47,20 @@ def _package() -> tuple[ModuleType, bool]:
         ) from None
 
 
+def package_name() -> str:
+    """The name and version of the package that runs AutoAttack here, e.g. "pyautoattack 0.2.0"."""
+    package, _ = _package()
+    version = getattr(package, "__version__", None)
+    return f"{package.__name__} {version}" if version else package.__name__
+
+
 def _runner(model: nn.Module, settings: AttackSettings, device: torch.device,
-            num_classes: int) -> tuple[Runner, str]:
-    """A function (x, y) -> (x_adv, y_adv) running AutoAttack standard L-inf, and its package."""
+            num_classes: int) -> tuple[Runner, list[str]]:
+    """A function (x, y) -> (x_adv, y_adv) running AutoAttack L-inf in settings'
+    autoattack_version, and the sub-attacks it runs."""
     package, upstream = _package()
-    options = {"norm": "Linf", "eps": settings.eps, "version": "standard", "device": device,
-               "seed": settings.seed}
+    options = {"norm": "Linf", "eps": settings.eps, "version": settings.autoattack_version,
+               "device": device, "seed": settings.seed}
     if upstream:  # positional-or-keyword API; prints unless verbose=False
         adversary = package.AutoAttack(model, verbose=False, **options)
 
@@ -64,11 +72,10 @@ def _runner(model: nn.Module, settings: AttackSettings, device: torch.device,
 
         def run(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
             return adversary.run_standard_evaluation(x, y, batch_size=settings.batch_size)
-    # Standard AA targets the 9 most likely wrong classes: fewer where fewer exist.
+    # The targeted attacks take the 9 most likely wrong classes: fewer where fewer exist.
     adversary.apgd_targeted.n_target_classes = min(MAX_TARGETS, num_classes - 1)
     adversary.fab.n_target_classes = min(MAX_TARGETS, num_classes - 1)
-    version = getattr(package, "__version__", None)
-    return run, f"{package.__name__} {version}" if version else package.__name__
+    return run, list(adversary.attacks_to_run)
 
 
 class _LogBridge(logging.Handler):
@@ -107,18 +114,19 @@ def _bridged_log(task: Task) -> Iterator[None]:
 
 def run_autoattack(model: nn.Module, x: Tensor, labels: Tensor, settings: AttackSettings,
                    num_classes: int, task: Task) -> tuple[Tensor, Tensor, str]:
-    """AutoAttack standard on exactly these examples (float images in [0, 1]): its adversarial
-    examples, its own verdict (bool [n], the labels it returned == the true ones) and the name
-    and version of the package that ran it. `task` advances once per sub-attack."""
+    """AutoAttack on exactly these examples (float images in [0, 1]): its adversarial examples,
+    its own verdict (bool [n], the labels it returned == the true ones) and the name and
+    version of the package that ran it. `task` advances once per sub-attack."""
     if num_classes < MIN_CLASSES:
         raise EvaluationError(
             f"AutoAttack's targeted attacks need at least {MIN_CLASSES} classes, the model has "
             f"{num_classes}; leave autoattack out of the attacks"
         )
-    run, package = _runner(model, settings, labels.device, num_classes)
+    run, subattacks = _runner(model, settings, labels.device, num_classes)
+    task.update(total=len(subattacks))
     with _bridged_log(task):
         x_adv, y_adv = run(x, labels)
-    return x_adv, y_adv.to(labels.device) == labels, package
+    return x_adv, y_adv.to(labels.device) == labels, package_name()
 
 
 def warn_if_disagreeing(ours: float, reported: float) -> None:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from part import __version__
-from part.attack_suite import ATTACKS
+from part.attack_suite import ATTACKS, AUTOATTACK_VERSIONS
 from part.cam import CAM_METHODS
 from part.mask_rules import MASK_RULES
 from part.paths import FRONTIER_PLOT, FRONTIER_TABLE, TEST_SET
@@ -75,7 +75,8 @@ def _attack_label(key: str, metrics: dict[str, Any]) -> str:
             "cw20": f"CW-inf-{steps}", "mma": f"MMA-{steps} (paper, top-3)",
             "mma_max": f"MMA-max-{steps} (top-3)",
             "pgd_unimportant": f"PGD-{steps} on CAM-unimportant pixels",
-            "autoattack": "AutoAttack (standard)", "worst_case": "worst case"}.get(key, key)
+            "autoattack": f"AutoAttack ({metrics.get('autoattack_version', 'standard')})",
+            "worst_case": "worst case"}.get(key, key)
 
 
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:
@@ -137,6 +138,13 @@ def evaluate(
                                       help=f"auto, cpu, cuda or cuda:N ({_FROM_PARAMS} auto)"),
     seed: int | None = typer.Option(
         None, "--seed", min=0, help=f"seeds every attack, AutoAttack included ({_FROM_PARAMS} 0)"),
+    aa_version: str | None = typer.Option(
+        None, "--aa-version",
+        help=f"AutoAttack's version: {', '.join(AUTOATTACK_VERSIONS)} ({_FROM_PARAMS} standard)"),
+    save_adv: Path | None = typer.Option(
+        None, "--save-adv",
+        help="also write every attack's adversarial examples (float32) and per-example outcomes "
+             "to this .safetensors file, to inspect or re-score (part-cli rescore)"),
     params_path: Path = typer.Option(
         Path("params.yaml"), "--params",
         help="the project's params file: where it exists, its evaluation settings are the "
@@ -148,7 +156,12 @@ def evaluate(
     import dataclasses
 
     from part.attack_suite import DEFAULT_MASK_SETTINGS, EvaluationError, parse_attacks
-    from part.evaluate import evaluate_checkpoint, settings_from_params, write_metrics
+    from part.evaluate import (
+        evaluate_checkpoint,
+        settings_from_params,
+        write_adversarial,
+        write_metrics,
+    )
     from part.frontier import budget_text
     from part.params import load_params, parse_budget
 
@@ -156,7 +169,7 @@ def evaluate(
              "eps": None if eps is None else parse_budget(eps, "--eps"),
              "step_size": None if step_size is None else parse_budget(step_size, "--step-size"),
              "n": n, "n_autoattack": n_autoattack, "steps": steps, "batch_size": batch_size,
-             "seed": seed, "device": device}
+             "seed": seed, "device": device, "autoattack_version": aa_version}
     # Options not given: the project's evaluation settings, else evaluate_checkpoint's defaults.
     in_project = params_path.is_file()
     settings = settings_from_params(load_params(params_path)) if in_project else {}
@@ -168,14 +181,37 @@ def evaluate(
                                    ("--mask-rule", masks.rule, MASK_RULES)):
         if value not in allowed:
             raise EvaluationError(f"{option} {value!r} is not one of {', '.join(allowed)}")
-    metrics = evaluate_checkpoint(checkpoint, data, **{**settings, "masks": masks})
+    metrics = evaluate_checkpoint(checkpoint, data, **{**settings, "masks": masks},
+                                  keep_adversarial=save_adv is not None)
     if json_path is not None:
         write_metrics(json_path, metrics)
+    if save_adv is not None:
+        write_adversarial(save_adv, metrics)
     title = (f"{checkpoint.name}: {metrics['model']} {metrics['method']}, epoch "
              f"{metrics['epoch']}, eps {budget_text(metrics['eps'])}, step "
              f"{budget_text(metrics['step_size'])} (settings not given: "
              f"{params_path if in_project else 'built-in defaults'})")
     stdout.print(metrics_table(metrics, title))
+
+
+@app.command()
+@guarded
+def rescore(
+    checkpoint: Path = typer.Argument(..., help="a part checkpoint (.safetensors)"),
+    adversarial: Path = typer.Argument(..., help="a file of part-cli evaluate --save-adv"),
+    batch_size: int = typer.Option(256, "--batch-size", min=1),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+) -> None:
+    """Accuracy of a checkpoint on saved adversarial examples, with n and Wilson 95% intervals:
+    the evaluated checkpoint gives its evaluation's figures; another one, their transfer."""
+    from part.checkpoint import load_checkpoint
+    from part.device import resolve_device
+    from part.evaluate import rescore_adversarial
+
+    target = resolve_device(device)
+    model, _ = load_checkpoint(checkpoint, device=target)
+    results = rescore_adversarial(model, adversarial, batch_size=batch_size, device=target)
+    stdout.print(metrics_table(results, f"{checkpoint.name} on {adversarial.name}"))
 
 
 @app.command()

@@ -35,7 +35,7 @@ from part.attack_suite import (
     adversary,
     parse_attacks,
 )
-from part.autoattack import SUBATTACKS, run_autoattack, warn_if_disagreeing
+from part.autoattack import package_name, run_autoattack, warn_if_disagreeing
 from part.eval_mode import eval_mode
 from part.masking import MaskSettings
 from part.params import Params
@@ -45,30 +45,65 @@ from part.progress import Display
 __all__ = [
     "EvaluationError",
     "Metrics",
+    "ADVERSARIAL_FORMAT",
     "OUTCOMES_FORMAT",
     "attack_correctness",
     "evaluate_checkpoint",
     "evaluate_model",
     "evaluate_with_params",
+    "library_versions",
+    "rescore_adversarial",
     "worst_case_correctness",
+    "write_adversarial",
     "write_metrics",
     "write_outcomes",
 ]
 
 OUTCOMES_FORMAT = "part-outcomes/1"
+ADVERSARIAL_FORMAT = "part-adversarial/1"
+CORRECT_SUFFIX = ".correct"  # <key>.correct beside <key> in an adversarial-examples file
 
 
 class Metrics(dict):
     """The metrics dict, carrying the per-example outcomes it was counted from: `outcomes[key]`
     is a bool tensor [n_<key>] on the CPU, true where the model classifies that test example
-    (the first n_<key> of the set, in order) correctly under that attack; also `worst_case`."""
+    (the first n_<key> of the set, in order) correctly under that attack; also `worst_case`.
+    Where asked for, `adversarial[key]` holds the attack's inputs themselves (float32 in [0, 1],
+    [n_<key>, C, H, W], on the CPU) and `labels` the true labels of the first examples."""
 
-    def __init__(self, *args: Any, outcomes: Mapping[str, Tensor] | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, outcomes: Mapping[str, Tensor] | None = None,
+                 adversarial: Mapping[str, Tensor] | None = None,
+                 labels: Tensor | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.outcomes: dict[str, Tensor] = dict(outcomes or {})
+        self.adversarial: dict[str, Tensor] = dict(adversarial or {})
+        self.labels = labels
+
+    def carried_by(self, results: Mapping[str, Any]) -> Metrics:
+        """`results` as Metrics holding this one's tensors."""
+        return Metrics(results, outcomes=self.outcomes, adversarial=self.adversarial,
+                       labels=self.labels)
+
+
+def library_versions() -> dict[str, str]:
+    """The versions that decide an evaluation's figures, for the metrics to record."""
+    import numpy
+    import torchvision
+
+    from part import __version__
+
+    versions = {"part": __version__, "torch": torch.__version__,
+                "torchvision": torchvision.__version__, "numpy": numpy.__version__}
+    try:
+        versions["autoattack"] = package_name()
+    except EvaluationError:  # not installed: only a run without autoattack gets here
+        pass
+    return versions
 
 
 Advance = Callable[[int], None]
+# Scoring stored inputs runs the `natural` adversary, which reads none of these settings.
+DEFAULT_SCORING = AttackSettings(eps=0.0, step_size=0.0, steps=0, batch_size=1, seed=0)
 
 
 # --------------------------------------------------------------------------- arguments
@@ -116,13 +151,16 @@ def _as_unit_float(images: Tensor) -> Tensor:
 
 
 def _batched_correctness(model: nn.Module, images: Tensor, labels: Tensor, adversary: Adversary,
-                         batch_size: int, advance: Advance) -> Tensor:
-    """bool [N] on the device: is the model right on the adversary's output for each example?"""
+                         batch_size: int, advance: Advance, kept: Tensor | None = None) -> Tensor:
+    """bool [N] on the device: is the model right on the adversary's output for each example?
+    With `kept` (float [N, C, H, W]), the adversary's outputs are stored there as well."""
     correct = torch.empty(labels.shape[0], dtype=torch.bool, device=labels.device)
     for start in range(0, labels.shape[0], batch_size):
         stop = min(start + batch_size, labels.shape[0])
         x, y = _as_unit_float(images[start:stop]), labels[start:stop]
         x_adv = adversary(model, x, y)
+        if kept is not None:
+            kept[start:stop] = x_adv.detach()
         with torch.no_grad():
             correct[start:stop] = model(x_adv).argmax(dim=1) == y
         advance(stop - start)
@@ -130,13 +168,14 @@ def _batched_correctness(model: nn.Module, images: Tensor, labels: Tensor, adver
 
 
 def _autoattack(model: nn.Module, images: Tensor, labels: Tensor, settings: AttackSettings,
-                num_classes: int, task: Any) -> tuple[Tensor, Tensor, str]:
+                num_classes: int, task: Any, kept: Tensor | None
+                ) -> tuple[Tensor, Tensor, str]:
     """AutoAttack on these examples: the model's own verdict on its x_adv (bool [n]), AutoAttack's
     verdict, and the package that ran it."""
     x_adv, reported, package = run_autoattack(model, _as_unit_float(images), labels, settings,
                                               num_classes, task)
     correct = _batched_correctness(model, x_adv, labels, adversary("natural", settings),
-                                   settings.batch_size, lambda _: None)
+                                   settings.batch_size, lambda _: None, kept)
     return correct, reported, package
 
 
@@ -211,6 +250,8 @@ def evaluate_model(
     seed: int = 0,
     device: str | torch.device | None = None,
     masks: MaskSettings | None = None,
+    autoattack_version: str = "standard",
+    keep_adversarial: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Accuracy of `model` under each attack, with example counts, timings and the worst case.
@@ -224,15 +265,18 @@ def evaluate_model(
     `torch.manual_seed(seed)` precedes each attack (AutoAttack gets seed=seed), under a forked
     RNG so the caller's random state is untouched. Full float32 throughout (no autocast, no
     TF32). `masks` (default gradcam, official) is how pgd_unimportant finds the unimportant
-    elements; n_autoattack None is the whole set.
+    elements; n_autoattack None is the whole set. `autoattack_version` is AutoAttack's own:
+    standard, plus or rand. `keep_adversarial` keeps every attack's inputs (the returned Metrics'
+    `adversarial`, see write_adversarial); they take 4 bytes per pixel of every example.
 
     Returns {key: accuracy in [0,1], n_<key>, seconds_<key>} for each attack, plus worst_case,
-    n_worst_case, eps, step_size, steps, seed, and for AutoAttack autoattack_reported (the
-    package's own verdict) and autoattack_package.
+    n_worst_case, eps, step_size, steps, seed, the library versions, and for AutoAttack
+    autoattack_reported (the package's own verdict), autoattack_package, autoattack_version and
+    autoattack_seed.
     """
     names = parse_attacks(attacks)
     settings = AttackSettings(eps, step_size, steps, batch_size, seed,
-                              masks or DEFAULT_MASK_SETTINGS)
+                              masks or DEFAULT_MASK_SETTINGS, autoattack_version)
     _check_count(n, "n")
     _check_count(n_autoattack, "n_autoattack")
     _check_data(images, labels)
@@ -246,6 +290,8 @@ def evaluate_model(
     correct: dict[str, Tensor] = {}
     seconds: dict[str, float] = {}
     extras: dict[str, Any] = {}
+    kept = {name: torch.empty((counts[name], *images.shape[1:]), device=device)
+            for name in names} if keep_adversarial else {}
     with eval_mode(model, freeze=True), torch.random.fork_rng(devices=_rng_devices(device)), \
             precision_context("fp32", device), Display(progress) as display:
         for name in names:
@@ -253,25 +299,29 @@ def evaluate_model(
             torch.manual_seed(seed)
             started = time.perf_counter()
             if name == AUTOATTACK:
-                with display.task(AUTOATTACK, len(SUBATTACKS)) as task:
+                with display.task(AUTOATTACK, 1) as task:
                     correct[name], reported, package = _autoattack(
                         model, images[:count], labels[:count], settings,
-                        _num_classes(model, images), task)
+                        _num_classes(model, images), task, kept.get(name))
                 extras["autoattack_reported"] = float(reported.sum()) / count
                 extras["autoattack_package"] = package
+                extras["autoattack_version"] = autoattack_version
+                extras["autoattack_seed"] = seed
                 warn_if_disagreeing(float(correct[name].sum()) / count,
                                     extras["autoattack_reported"])
             else:
                 with display.task(name, count) as task:
                     correct[name] = _batched_correctness(
                         model, images[:count], labels[:count], adversary(name, settings),
-                        batch_size, task.advance)
+                        batch_size, task.advance, kept.get(name))
             _synchronize(device)
             seconds[name] = time.perf_counter() - started
 
     worst = worst_case_correctness(correct)
     outcomes = {name: vector.cpu() for name, vector in correct.items()}
-    metrics = Metrics(outcomes={**outcomes, "worst_case": worst.cpu()})
+    metrics = Metrics(outcomes={**outcomes, "worst_case": worst.cpu()},
+                      adversarial={name: x.cpu() for name, x in kept.items()},
+                      labels=labels[:max(counts.values())].cpu() if kept else None)
     for name in names:
         metrics[name] = float(correct[name].sum()) / counts[name]
         metrics[f"n_{name}"] = counts[name]
@@ -279,7 +329,7 @@ def evaluate_model(
     metrics["n_worst_case"] = int(worst.shape[0])
     metrics.update({f"seconds_{name}": round(seconds[name], 3) for name in names})
     metrics.update(eps=float(eps), step_size=float(step_size), steps=steps, seed=seed,
-                   attacks=list(names), **extras)
+                   attacks=list(names), **extras, versions=library_versions())
     return metrics
 
 
@@ -329,6 +379,8 @@ def evaluate_checkpoint(
     device: str | torch.device = "auto",
     expect: Mapping[str, Any] | None = None,
     masks: MaskSettings | None = None,
+    autoattack_version: str = "standard",
+    keep_adversarial: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate a part checkpoint on a prepared test split (see evaluate_model).
@@ -359,13 +411,15 @@ def evaluate_checkpoint(
     metrics = evaluate_model(model, split.images, split.labels, attacks=names, eps=eps,
                              step_size=step_size, steps=steps, n=n, n_autoattack=n_autoattack,
                              batch_size=batch_size, seed=seed, device=device, masks=masks,
-                             progress=progress)
+                             autoattack_version=autoattack_version,
+                             keep_adversarial=keep_adversarial, progress=progress)
     provenance = {key: meta.get(key) for key in ("model", "method", "variant", "dataset",
                                                  "eps_low", "epoch")}
-    return Metrics({**metrics, **provenance, "train_eps": meta.get("eps"),
-                    "train_seed": meta.get("seed"),
-                    "checkpoint": str(checkpoint), "data": str(data)},
-                   outcomes=metrics.outcomes)
+    if "selected_by" in meta:  # a best checkpoint: say which epoch was scored and why
+        provenance["selected_by"] = meta["selected_by"]
+    return metrics.carried_by({**metrics, **provenance, "train_eps": meta.get("eps"),
+                               "train_seed": meta.get("seed"),
+                               "checkpoint": str(checkpoint), "data": str(data)})
 
 
 def settings_from_params(params: Params) -> dict[str, Any]:
@@ -376,7 +430,8 @@ def settings_from_params(params: Params) -> dict[str, Any]:
             "n_autoattack": params.eval.n_autoattack, "batch_size": params.eval.batch_size,
             "seed": params.eval.seed, "device": params.device,
             "masks": MaskSettings(params.cam, params.mask_rule, params.mask.quantile,
-                                  params.mask.batch_size)}
+                                  params.mask.batch_size),
+            "autoattack_version": params.eval.autoattack_version}
 
 
 def evaluate_with_params(params: Params, checkpoint: str | Path, data: str | Path, *,
@@ -432,6 +487,64 @@ def write_outcomes(path: str | Path, metrics: Metrics) -> Path:
     except OSError as error:
         raise EvaluationError(f"cannot write outcomes to {path}: {error}; check the directory "
                               "and its permissions") from None
+
+
+def write_adversarial(path: str | Path, metrics: Metrics) -> Path:
+    """Every attack's inputs as float32 tensors named by their keys (natural: the clean images),
+    each beside its outcomes (<key>.correct), and the true labels, canonically and atomically:
+    a result can be inspected, and re-scored with rescore_adversarial, without running any
+    attack again."""
+    from part.tensorfile import write_safetensors
+
+    if not metrics.adversarial or metrics.labels is None:
+        raise EvaluationError("these metrics kept no adversarial examples; evaluate with "
+                              "keep_adversarial=True (part-cli evaluate --save-adv FILE)")
+    tensors = {"labels": metrics.labels.contiguous()}
+    for key, x_adv in metrics.adversarial.items():
+        tensors[key] = x_adv.float().contiguous()
+        tensors[key + CORRECT_SUFFIX] = metrics.outcomes[key].contiguous()
+    meta = {"format": ADVERSARIAL_FORMAT, "checkpoint": str(metrics.get("checkpoint", "")),
+            "data": str(metrics.get("data", "")), "eps": repr(float(metrics["eps"])),
+            "order": "the first n_<key> examples of the test set, in order; labels are theirs"}
+    try:
+        return write_safetensors(path, tensors, meta)
+    except OSError as error:
+        raise EvaluationError(f"cannot write adversarial examples to {path}: {error}; check the "
+                              "directory and its permissions") from None
+
+
+def rescore_adversarial(model: nn.Module, path: str | Path, *, batch_size: int = 256,
+                        device: str | torch.device | None = None) -> dict[str, Any]:
+    """The accuracy of `model` on the adversarial examples of a write_adversarial file, in full
+    float32 with the model in eval mode, as evaluate_model counts it: {key: accuracy, n_<key>}
+    per attack, worst_case, n_worst_case and attacks. The evaluated checkpoint gives the
+    figures it was evaluated with; another model, how well the examples transfer to it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            if (file.metadata() or {}).get("format") != ADVERSARIAL_FORMAT:
+                raise EvaluationError(f"{path} is not an adversarial-examples file "
+                                      "(write it with part-cli evaluate --save-adv)")
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+    except (OSError, SafetensorError) as error:
+        raise EvaluationError(f"cannot read {path}: {error}; write it again with part-cli "
+                              "evaluate --save-adv") from None
+    device = torch.device(device) if device is not None else _model_device(model, tensors["labels"])
+    labels = tensors.pop("labels").to(device)
+    names = parse_attacks([key for key in tensors if not key.endswith(CORRECT_SUFFIX)])
+    correct = {}
+    with eval_mode(model, freeze=True), precision_context("fp32", device):
+        for name in names:
+            x_adv = tensors[name].to(device)
+            correct[name] = _batched_correctness(model, x_adv, labels[:x_adv.shape[0]],
+                                                 adversary("natural", DEFAULT_SCORING),
+                                                 batch_size, lambda _: None)
+    results: dict[str, Any] = {"attacks": list(names)}
+    for name, vector in {**correct, "worst_case": worst_case_correctness(correct)}.items():
+        results[name] = float(vector.sum()) / vector.shape[0]
+        results[f"n_{name}"] = int(vector.shape[0])
+    return results
 
 
 def write_timings(path: str | Path, metrics: Mapping[str, Any]) -> Path:

@@ -96,6 +96,8 @@ class EvalParams:
     steps: int = 20
     batch_size: int = 256
     seed: int = 0
+    checkpoint: str = "last"  # last | best (the epoch with the best monitor PGD accuracy)
+    autoattack_version: str = "standard"  # standard | plus | rand
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,8 @@ _CHOICES: dict[str, tuple[str, str]] = {
     "train.random_start": ("part.attacks", "START_RULES"),
     "train.precision": ("part.precision", "PRECISIONS"),
     "mask.alignment": ("part.variants", "MASK_ALIGNMENTS"),
+    "eval.checkpoint": ("part.paths", "CHECKPOINTS"),
+    "eval.autoattack_version": ("part.attack_suite", "AUTOATTACK_VERSIONS"),
 }
 _LISTS_OF_CHOICES: dict[str, tuple[str, str]] = {
     "eval.attacks": ("part.attack_suite", "ATTACKS"),

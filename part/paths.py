@@ -18,7 +18,7 @@ MODELS_DIR = Path("models")
 MASKS_DIR = Path("masks")
 BUDGETS_DIR = Path("budgets")
 METRICS_DIR = Path("metrics")
-HISTORY_DIR = Path("plots/history")
+TRAINING_LOG_DIR = Path("dvclive")  # one DVCLive directory per training run
 REPORTS_DIR = Path("reports")
 REPORT = REPORTS_DIR / "results.md"
 STUDY = REPORTS_DIR / "study.json"
@@ -36,6 +36,22 @@ def run_name(variant: str, seed: int) -> str:
 def model_path(variant: str, seed: int) -> Path:
     """A trained model; the burn-in is the run named burnin-<seed>."""
     return MODELS_DIR / f"{run_name(variant, seed)}.safetensors"
+
+
+# Which of a run's checkpoints the evaluate stages score (the `eval.checkpoint` param): the last
+# epoch's, or the best epoch's by PGD accuracy on the monitor subset (robust overfitting).
+CHECKPOINTS = ("last", "best")
+
+
+def best_model_path(variant: str, seed: int) -> Path:
+    """The best epoch of a training run (burn-ins have none: training continues from their
+    last)."""
+    return MODELS_DIR / f"{run_name(variant, seed)}.best.safetensors"
+
+
+def scored_model_path(variant: str, seed: int, checkpoint: str) -> Path:
+    """The checkpoint of a run that `eval.checkpoint` (one of CHECKPOINTS) picks."""
+    return best_model_path(variant, seed) if checkpoint == "best" else model_path(variant, seed)
 
 
 def burnin_path(seed: int) -> Path:
@@ -60,8 +76,17 @@ def outcomes_path(variant: str, seed: int) -> Path:
     return metrics_path(variant, seed).with_suffix(".outcomes.safetensors")
 
 
-def history_path(name: str) -> Path:
-    return HISTORY_DIR / f"{name}.csv"
+def training_log_dir(name: str) -> Path:
+    """A run's DVCLive log: metrics.json (its last epoch) and plots/metrics/<quantity>.tsv."""
+    return TRAINING_LOG_DIR / name
+
+
+def training_log_metrics(name: str) -> Path:
+    return training_log_dir(name) / "metrics.json"  # DVCLive's layout
+
+
+def training_log_plots(name: str) -> Path:
+    return training_log_dir(name) / "plots" / "metrics"
 
 
 def budget_spec_path(variant: str) -> Path:

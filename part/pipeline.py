@@ -22,16 +22,18 @@ from part.paths import (
     TEST_SET,
     TRADEOFF_PLOT,
     TRAIN_SET,
+    best_model_path,
     budget_spec_path,
     burnin_path,
     gallery_path,
-    history_path,
     masks_path,
     metrics_path,
     model_path,
     outcomes_path,
     run_name,
+    scored_model_path,
     timings_path,
+    training_log_dir,
 )
 from part.ui import console
 
@@ -134,7 +136,7 @@ def run_burnin(params: Params, *, show_progress: bool = True) -> list[dict]:
     name = run_name("burnin", params.seed)
     spec = RunSpec(name=name, first_epoch=1, last_epoch=params.burn_in_epochs)
     return train_run(params, spec, data, device, out_path=burnin_path(params.seed),
-                     history_path=history_path(name), state_dir=STATE_DIR,
+                     log_dir=training_log_dir(name), state_dir=STATE_DIR,
                      timings_path=timings_path("train", name), show_progress=show_progress)
 
 
@@ -180,7 +182,8 @@ def run_train(params: Params, variant: str, *, show_progress: bool = True) -> li
                    mask_settings=mask_settings(params) if reweighted else None,
                    refresh_every=params.mask.refresh_every if reweighted else 0)
     return train_run(params, spec, data, device, out_path=model_path(variant, params.seed),
-                     history_path=history_path(name), state_dir=STATE_DIR,
+                     best_path=best_model_path(variant, params.seed),
+                     log_dir=training_log_dir(name), state_dir=STATE_DIR,
                      timings_path=timings_path("train", name), show_progress=show_progress)
 
 
@@ -189,7 +192,8 @@ def run_evaluate(params: Params, variant: str) -> dict:
 
     check_variant(variant, params)
     name = run_name(variant, params.seed)
-    metrics = evaluate_with_params(params, model_path(variant, params.seed), TEST_SET)
+    checkpoint = scored_model_path(variant, params.seed, params.eval.checkpoint)
+    metrics = evaluate_with_params(params, checkpoint, TEST_SET)
     write_outcomes(outcomes_path(variant, params.seed), metrics)
     write_metrics(metrics_path(variant, params.seed), metrics)
     write_timings(timings_path("evaluate", name), metrics)

@@ -38,8 +38,10 @@ class Task:
         self._progress.advance(self._id, amount)
 
     def update(self, *, completed: int | None = None, status: str | None = None,
-               description: str | None = None) -> None:
+               description: str | None = None, total: int | None = None) -> None:
         changes: dict[str, Any] = {}
+        if total is not None:
+            self._total = changes["total"] = total
         if completed is not None:
             changes["completed"] = completed
         if status is not None:

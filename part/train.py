@@ -3,13 +3,14 @@
 A run continues an optimiser from a checkpoint (or starts fresh for the burn-in), trains one
 variant (part/variants.py): a uniform budget, or per-sample CAM masks computed from the starting
 model and refreshed from the current one. It checkpoints every completed epoch atomically and
-resumes from that checkpoint after an interruption.
+resumes from that checkpoint after an interruption. Each epoch is logged through DVCLive
+(part/training_log.py). Adversarial training overfits robustly late in training, so a run can
+also keep its best epoch (the highest PGD accuracy on the monitor subset; the earliest on a tie)
+beside the last.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import time
@@ -42,13 +43,12 @@ from part.models import build_model
 from part.params import Params
 from part.precision import autocast, effective_precision, numerics
 from part.progress import Display, RunningMeans, Task
+from part.training_log import TrainingLog
 from part.ui import console
 from part.variants import BASELINE, EpochBudget, epoch_budget, refreshed_masks, uses_cam
 
-# Per-epoch results, a DVC plot. Wall times ("seconds") stay out of it, in the timings file:
-# they differ on every run and would make the artifact differ with them.
-HISTORY_FIELDS = ("epoch", "run", "lr", "train_loss", "train_adv_acc", "test_natural",
-                  "test_pgd", "important_fraction", "mean_budget")
+BEST_BY = "test_pgd"  # the history column that picks the best epoch
+BEST_PREFIX = "best."  # the best epoch's weights inside a resume state
 
 
 @dataclass
@@ -156,15 +156,6 @@ def _fingerprint(params: Params, spec: RunSpec, data: TrainData, device: torch.d
     return json_sha256(parts)
 
 
-def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_FIELDS, lineterminator="\n",
-                            extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
-
-
 def write_timings(path: Path, run: str, rows: list[dict[str, Any]]) -> None:
     seconds = {str(row["epoch"]): row["seconds"] for row in rows}
     atomic_write_text(path, json.dumps({"run": run, "epoch_seconds": seconds}, indent=2) + "\n")
@@ -261,11 +252,24 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainD
     return running
 
 
+@dataclass
+class BestEpoch:
+    """The best epoch so far: its number, its score and its weights (on the training device)."""
+    epoch: int
+    score: float
+    weights: dict[str, Tensor]
+
+
+def _better(best: BestEpoch | None, row: dict[str, Any]) -> bool:
+    return best is None or row[BEST_BY] > best.score  # strict: the earliest epoch wins a tie
+
+
 def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.device, *,
-              out_path: Path, history_path: Path, state_dir: Path,
+              out_path: Path, log_dir: Path, state_dir: Path, best_path: Path | None = None,
               timings_path: Path | None = None, show_progress: bool = True
               ) -> list[dict[str, Any]]:
-    """Train epochs spec.first_epoch..spec.last_epoch; write the final checkpoint and history."""
+    """Train epochs spec.first_epoch..spec.last_epoch; write the final checkpoint (and, given
+    best_path, the best epoch's) and log every epoch into log_dir. Returns the history."""
     if spec.init_checkpoint is None:
         torch.manual_seed(params.seed)
         model = build_model(params.model, num_classes=data.num_classes,
@@ -289,19 +293,20 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                       f"the {device.type}[/]")
     masks: Tensor | None = None  # the masks the variant trains with (None: the baseline)
     history: list[dict[str, Any]] = []
+    best: BestEpoch | None = None
     first = spec.first_epoch
     state_path = state_dir / f"{spec.name}.safetensors"
     fingerprint = _fingerprint(params, spec, data, device)
     resumed = _try_resume(state_path, fingerprint, model, optimizer, device)
     if resumed is not None:
-        history, resumed_masks = resumed
+        history, masks, best = resumed
         first = int(history[-1]["epoch"]) + 1 if history else first
-        masks = resumed_masks.to(device) if resumed_masks is not None else None
+        masks = masks.to(device) if masks is not None else None
         console.print(f"[cyan]{spec.name}[/]: resuming after epoch {first - 1} from {state_path}")
 
     n_batches = math.ceil(data.images.shape[0] / params.train.batch_size)
 
-    with Display(show_progress) as display:
+    with Display(show_progress) as display, TrainingLog(log_dir, history) as log:
         for epoch in range(first, spec.last_epoch + 1):
             started = time.perf_counter()
             run_index = epoch - spec.first_epoch
@@ -345,16 +350,21 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                    "mean_budget": round(budget.mean, 8),
                    "seconds": round(time.perf_counter() - started, 3)}
             history.append(row)
+            log.log_epoch(row)
+            if best_path is not None and _better(best, row):
+                best = BestEpoch(epoch, row[BEST_BY], {
+                    key: value.detach().clone() for key, value in model.state_dict().items()})
             task.update(status=f"loss {train_loss:.3f} acc {train_acc:.3f} "
                                f"nat {natural:.3f} pgd {robust:.3f}")
-            _save_state(state_path, model, optimizer, masks, params, data, spec, epoch, history,
-                        fingerprint, device)
+            _save_state(state_path, model, optimizer, masks, best, params, data, spec, epoch,
+                        history, fingerprint, device)
 
     final_epoch = spec.last_epoch
     save_checkpoint(out_path, model,
                     checkpoint_meta(params, data, spec, final_epoch, history, device),
                     extra_tensors=_momentum_tensors(optimizer))
-    write_history(history_path, history)
+    if best_path is not None:
+        _save_best(best_path, model, best, params, data, spec, history, device)
     if timings_path is not None:
         write_timings(timings_path, spec.name, history)
     # The outputs now hold this run: a state left behind could only ever resume a finished run.
@@ -362,20 +372,42 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
     return history
 
 
+def _save_best(path: Path, model: nn.Module, best: BestEpoch | None, params: Params,
+               data: TrainData, spec: RunSpec, history: list[dict[str, Any]],
+               device: torch.device) -> None:
+    """The best epoch's weights (the last where the run trained no epoch), without the optimiser
+    state: a best checkpoint is for evaluation, never to continue from."""
+    epoch = spec.last_epoch
+    if best is not None:
+        model.load_state_dict(best.weights)
+        epoch = best.epoch
+    kept = [row for row in history if int(row["epoch"]) <= epoch]
+    meta = checkpoint_meta(params, data, spec, epoch, kept, device)
+    meta["selected_by"] = (f"the highest {BEST_BY} on the monitor subset over epochs "
+                           f"{spec.first_epoch}-{spec.last_epoch}, the earliest on a tie")
+    save_checkpoint(path, model, meta)
+
+
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.SGD, masks: Tensor | None,
-                params: Params, data: TrainData, spec: RunSpec, epoch: int,
-                history: list[dict[str, Any]], fingerprint: str, device: torch.device) -> None:
+                best: BestEpoch | None, params: Params, data: TrainData, spec: RunSpec,
+                epoch: int, history: list[dict[str, Any]], fingerprint: str,
+                device: torch.device) -> None:
     extra = _momentum_tensors(optimizer)
     if masks is not None:
         extra["masks"] = masks
+    if best is not None:
+        extra.update({BEST_PREFIX + key: value for key, value in best.weights.items()})
     meta = checkpoint_meta(params, data, spec, epoch, history, device)
-    meta.update({"resume_fingerprint": fingerprint, "history": json.dumps(history)})
+    meta.update({"resume_fingerprint": fingerprint, "history": json.dumps(history),
+                 "best_epoch": best.epoch if best is not None else None})
     save_checkpoint(path, model, meta, extra_tensors=extra)
 
 
 def _try_resume(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.SGD,
-                device: torch.device) -> tuple[list[dict[str, Any]], Tensor | None] | None:
-    """The saved history and masks when `path` holds a state of this very run, else None."""
+                device: torch.device
+                ) -> tuple[list[dict[str, Any]], Tensor | None, BestEpoch | None] | None:
+    """The saved history, masks and best epoch when `path` holds a state of this very run, else
+    None."""
     if not path.is_file():
         return None
     try:
@@ -391,4 +423,11 @@ def _try_resume(path: Path, fingerprint: str, model: nn.Module, optimizer: torch
     _restore_momentum(optimizer, extra)
     history = meta["history"]
     history = json.loads(history) if isinstance(history, str) else history
-    return history, extra.get("masks")
+    best = None
+    if meta.get("best_epoch") is not None:
+        epoch = int(meta["best_epoch"])
+        score = next(row[BEST_BY] for row in history if int(row["epoch"]) == epoch)
+        weights = {key.removeprefix(BEST_PREFIX): value.to(device)
+                   for key, value in extra.items() if key.startswith(BEST_PREFIX)}
+        best = BestEpoch(epoch, score, weights)
+    return history, extra.get("masks"), best

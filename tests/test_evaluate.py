@@ -100,6 +100,8 @@ def test_parse_attacks_keeps_canonical_order_and_rejects_unknown_keys():
     ({"images": torch.zeros(4, 32, 32)}, r"images must be a tensor \[N,C,H,W\]"),
     ({"labels": torch.zeros(3, dtype=torch.int64)}, r"labels must be an int64 tensor \[4\]"),
     ({"attacks": ("natural", "square")}, "unknown attack 'square'"),
+    ({"autoattack_version": "fast"}, "unknown AutoAttack version 'fast'; allowed: standard, "
+                                     "plus, rand"),
 ])
 def test_bad_arguments_raise_one_clear_error(overrides, message):
     arguments = {"images": torch.zeros(4, 3, 32, 32, dtype=torch.uint8),
@@ -273,6 +275,63 @@ def test_autoattack_never_sees_more_than_n_autoattack_examples(trained, monkeypa
     assert metrics["autoattack"] == clean.sum().item() / 7 == metrics["autoattack_reported"]
 
 
+@pytest.mark.parametrize("version, subattacks", [
+    ("standard", ["apgd-ce", "apgd-t", "fab-t", "square"]),
+    ("plus", ["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]),
+    ("rand", ["apgd-ce", "apgd-dlr"]),
+])
+def test_the_autoattack_version_is_autoattacks_own_and_recorded(trained, monkeypatch, version,
+                                                                 subattacks):
+    import pyautoattack
+
+    seen = {}
+
+    def fake_run(self, x, y, *, batch_size=250, state_path=None):
+        seen.update(version=self.version, attacks=list(self.attacks_to_run), seed=self.seed)
+        with torch.no_grad():
+            return x.clone(), self.model(x).argmax(dim=1)
+
+    monkeypatch.setattr(pyautoattack.AutoAttack, "run_standard_evaluation", fake_run)
+    metrics = evaluate_model(trained.model, trained.images, trained.labels,
+                             attacks=("autoattack",), eps=EPS, step_size=STEP, n_autoattack=4,
+                             seed=5, autoattack_version=version, progress=False)
+    assert seen == {"version": version, "attacks": subattacks, "seed": 5}
+    assert (metrics["autoattack_version"], metrics["autoattack_seed"]) == (version, 5)
+    assert metrics["versions"]["autoattack"] == f"pyautoattack {pyautoattack.__version__}"
+    assert metrics["versions"]["torch"] == torch.__version__
+
+
+def test_saved_adversarial_examples_rescore_to_the_tables_figures(trained, tmp_path):
+    from safetensors.torch import load_file
+
+    from part.evaluate import rescore_adversarial, write_adversarial
+
+    metrics = evaluate_model(trained.model, trained.images, trained.labels,
+                             attacks=("natural", "fgsm", "pgd20", "pgd_unimportant"), eps=EPS,
+                             step_size=STEP, n=40, batch_size=16, seed=3,
+                             keep_adversarial=True, progress=False)
+    path = write_adversarial(tmp_path / "adv.safetensors", metrics)
+    saved = load_file(str(path))
+    clean = trained.images[:40].float() / 255
+    assert torch.equal(saved["natural"], clean) and torch.equal(saved["labels"],
+                                                                 trained.labels[:40])
+    for key in ("fgsm", "pgd20", "pgd_unimportant"):
+        assert saved[key].dtype == torch.float32  # uint8 would move examples off their attack
+        assert (saved[key] - clean).abs().max() <= EPS + 1e-6
+        assert not torch.equal(saved[key], clean)
+        assert torch.equal(saved[f"{key}.correct"], metrics.outcomes[key])
+    rescored = rescore_adversarial(trained.model, path, batch_size=16)
+    for key in ("natural", "fgsm", "pgd20", "pgd_unimportant", "worst_case"):
+        assert (rescored[key], rescored[f"n_{key}"]) == (metrics[key], metrics[f"n_{key}"])
+
+
+def test_rescoring_refuses_a_file_that_holds_no_adversarial_examples(trained):
+    from part.evaluate import rescore_adversarial
+
+    with pytest.raises(EvaluationError, match="not an adversarial-examples file"):
+        rescore_adversarial(trained.model, trained.path)  # a checkpoint
+
+
 def test_upstream_autoattack_package_is_preferred_when_installed(trained, monkeypatch):
     calls = {}
 
@@ -283,6 +342,7 @@ def test_upstream_autoattack_package_is_preferred_when_installed(trained, monkey
             calls["init"] = {"norm": norm, "eps": eps, "seed": seed, "version": version,
                              "device": str(device), "verbose": verbose}
             self.model = model
+            self.attacks_to_run = ["apgd-ce", "apgd-t", "fab-t", "square"]  # set_version's
             self.apgd_targeted = SimpleNamespace(n_target_classes=9)
             self.fab = SimpleNamespace(n_target_classes=9)
 

@@ -45,8 +45,9 @@ def test_prepare_writes_the_prepared_sets_and_checks_the_params_it_declares():
 @pytest.mark.parametrize("seed", [0, 7])
 def test_per_seed_stages_use_the_code_paths(seed):
     assert _declared("burnin", "outs", seed=seed) == _as_posix(paths.burnin_path(seed))
-    assert _declared("burnin", "plots", seed=seed) == _as_posix(
-        paths.history_path(paths.run_name("burnin", seed)))
+    run = paths.run_name("burnin", seed)
+    assert _declared("burnin", "plots", seed=seed) == _as_posix(paths.training_log_plots(run))
+    assert _declared("burnin", "metrics", seed=seed) == _as_posix(paths.training_log_metrics(run))
     assert _as_posix(paths.TRAIN_SET, paths.TEST_SET) <= _declared("burnin", "deps", seed=seed)
     assert _declared("masks", "outs", seed=seed) == _as_posix(paths.masks_path(seed))
     assert _declared("masks", "plots", seed=seed) == _as_posix(paths.gallery_path(seed))
@@ -57,15 +58,19 @@ def test_per_seed_stages_use_the_code_paths(seed):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_per_run_stages_use_the_code_paths(variant):
     item = {"variant": variant, "seed": 3}
-    assert _declared("train", "outs", **item) == _as_posix(paths.model_path(variant, 3))
-    assert _declared("train", "plots", **item) == _as_posix(
-        paths.history_path(paths.run_name(variant, 3)))
+    run = paths.run_name(variant, 3)
+    assert _declared("train", "outs", **item) == _as_posix(paths.model_path(variant, 3),
+                                                           paths.best_model_path(variant, 3))
+    assert {paths.scored_model_path(variant, 3, which) for which in paths.CHECKPOINTS} == {
+        paths.model_path(variant, 3), paths.best_model_path(variant, 3)}
+    assert _declared("train", "plots", **item) == _as_posix(paths.training_log_plots(run))
+    assert _declared("train", "metrics", **item) == _as_posix(paths.training_log_metrics(run))
     assert _as_posix(paths.TRAIN_SET, paths.TEST_SET, paths.burnin_path(3),
                      paths.budget_spec_path(variant)) <= _declared("train", "deps", **item)
     assert _declared("evaluate", "outs", **item) == _as_posix(paths.outcomes_path(variant, 3))
     assert _declared("evaluate", "metrics", **item) == _as_posix(paths.metrics_path(variant, 3))
-    assert _as_posix(paths.model_path(variant, 3), paths.TEST_SET) <= _declared(
-        "evaluate", "deps", **item)
+    assert _as_posix(paths.model_path(variant, 3), paths.best_model_path(variant, 3),
+                     paths.TEST_SET) <= _declared("evaluate", "deps", **item)
 
 
 def test_budgets_and_report_use_the_code_paths():
@@ -88,3 +93,17 @@ def test_no_code_outside_part_paths_makes_a_pipeline_path():
             if fragment in text:
                 spelled.append(f"{source.relative_to(ROOT)}: {fragment}")
     assert not spelled, spelled
+
+
+def test_the_overlaid_plots_draw_seed_0s_logged_runs():
+    from part.training_log import LOGGED
+
+    plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
+    overlaid = [spec for plot in plots if isinstance(plot, dict) for spec in plot.values()]
+    assert overlaid
+    for spec in overlaid:
+        (quantity,) = set(spec["y"].values())
+        assert quantity in LOGGED
+        assert set(spec["y"]) == _as_posix(*(
+            paths.training_log_plots(paths.run_name(run, 0)) / f"{quantity}.tsv"
+            for run in ("burnin", "baseline", "part")))

@@ -43,8 +43,10 @@ def test_every_declared_output_exists_with_the_metrics_keys(project):
     for path in ("data/prepared/train.safetensors", "data/prepared/test.safetensors",
                  "models/burnin-0.safetensors", "masks/burnin-0.safetensors",
                  "masks/gallery-0.png", "models/baseline-0.safetensors",
-                 "models/part-0.safetensors", "plots/history/burnin-0.csv",
-                 "plots/history/baseline-0.csv", "plots/history/part-0.csv",
+                 "models/part-0.safetensors", "models/baseline-0.best.safetensors",
+                 "models/part-0.best.safetensors", "dvclive/burnin-0/metrics.json",
+                 "dvclive/baseline-0/plots/metrics/test_pgd.tsv",
+                 "dvclive/part-0/plots/metrics/important_fraction.tsv",
                  "metrics/baseline-0.json", "metrics/part-0.json",
                  "metrics/baseline-0.outcomes.safetensors", "metrics/part-0.outcomes.safetensors",
                  "budgets/baseline.json", "budgets/part.json", "reports/study.json",
@@ -74,13 +76,45 @@ def test_a_second_repro_does_nothing(project):
 
 
 def test_part_cli_evaluate_in_the_project_reproduces_its_metrics_file(project):
-    out = project / "cli-part-0.json"
+    from part.evaluate import rescore_adversarial
+
+    out, adversarial = project / "cli-part-0.json", project / "adv.safetensors"
     _run(["python", "-m", "part.cli", "evaluate", "models/part-0.safetensors", "--json",
-          out.name], project)
+          out.name, "--save-adv", adversarial.name], project)
     try:
         assert out.read_bytes() == (project / "metrics/part-0.json").read_bytes()
+        # the saved examples, scored again, give every figure of the table
+        metrics = json.loads(out.read_text())
+        model, _ = load_checkpoint(project / "models/part-0.safetensors")
+        rescored = rescore_adversarial(model, adversarial, batch_size=60)
+        assert rescored["attacks"] == metrics["attacks"]
+        for key in [*metrics["attacks"], "worst_case"]:
+            assert (rescored[key], rescored[f"n_{key}"]) == (metrics[key], metrics[f"n_{key}"])
+        assert metrics["autoattack_version"] == "standard" and metrics["autoattack_seed"] == 0
+        assert {"part", "torch", "torchvision", "numpy", "autoattack"} <= metrics["versions"].keys()
     finally:
         out.unlink()
+        adversarial.unlink(missing_ok=True)
+
+
+def test_dvc_exp_show_reads_the_training_logs(project):
+    shown = json.loads(_run(["dvc", "exp", "show", "--json"], project).stdout)
+    metrics = next(entry for entry in shown if entry["rev"] == "workspace")["data"]["metrics"]
+    for name, last_epoch in (("burnin-0", 1), ("baseline-0", 2), ("part-0", 2)):
+        logged = metrics[f"dvclive/{name}/metrics.json"]["data"]
+        assert logged["step"] == last_epoch and 0 <= logged["test_pgd"] <= 1
+    assert "important_fraction" in metrics["dvclive/part-0/metrics.json"]["data"]
+
+
+def test_eval_checkpoint_best_reruns_only_the_evaluations_and_records_the_epoch(project):
+    result = _run(["dvc", "exp", "run", "-S", "eval.checkpoint=best"], project)
+    assert _ran(result) == {"evaluate@baseline-0", "evaluate@part-0", "report"}
+    for variant in ("baseline-0", "part-0"):
+        metrics = json.loads((project / f"metrics/{variant}.json").read_text())
+        _, meta = load_checkpoint(project / f"models/{variant}.best.safetensors")
+        assert metrics["checkpoint"] == f"models/{variant}.best.safetensors"
+        assert metrics["epoch"] == meta["epoch"] and "test_pgd" in metrics["selected_by"]
+    _reset(project)
 
 
 def test_outcome_files_hold_the_metrics_example_by_example(project):
@@ -179,6 +213,6 @@ def test_a_stage_killed_halfway_leaves_no_output_and_the_next_repro_recovers(pro
     recovered = _run(["dvc", "repro", "train@baseline-0"], project)
     assert "resuming after epoch 2" in recovered.stdout + recovered.stderr
     assert (project / "models/baseline-0.safetensors").is_file()
-    history = (project / "plots/history/baseline-0.csv").read_text().splitlines()
-    assert [line.split(",")[0] for line in history[1:]] == ["2", "3"]
+    logged = (project / "dvclive/baseline-0/plots/metrics/test_pgd.tsv").read_text()
+    assert [line.split("\t")[0] for line in logged.splitlines()[1:]] == ["2", "3"]
     _reset(project)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,7 @@ def burnin(tmp_path_factory):
     root = tmp_path_factory.mktemp("burnin")
     params = _tiny_params()
     history = train_run(params, RunSpec("burnin", 1, 1), _tiny_data(), CPU,
-                        out_path=root / "burnin.safetensors", history_path=root / "burnin.csv",
+                        out_path=root / "burnin.safetensors", log_dir=root / "logs" / "burnin",
                         state_dir=root / "runs", show_progress=False)
     assert [row["epoch"] for row in history] == [1]
     return root / "burnin.safetensors"
@@ -102,8 +103,9 @@ def _continue(params, burnin_path, root, name, variant="baseline", refresh_every
                    refresh_every=refresh_every)
     out = root / f"{name}.safetensors"
     history = train_run(params, spec, data if data is not None else _tiny_data(), CPU,
-                        out_path=out, history_path=root / f"{name}.csv",
-                        state_dir=root / "runs", show_progress=False)
+                        out_path=out, best_path=root / f"{name}.best.safetensors",
+                        log_dir=root / "logs" / name, state_dir=root / "runs",
+                        show_progress=False)
     return out, history
 
 
@@ -230,6 +232,62 @@ def test_an_interrupted_run_resumes_from_its_last_completed_epoch(burnin, tmp_pa
     assert [r["test_pgd"] for r in history] == [r["test_pgd"] for r in reference_history]
     # the outputs hold the finished run: no state is left that could resume it again
     assert not (root / "runs" / "part.safetensors").exists()
+    # the DVCLive log holds every epoch once, as the uninterrupted run's does, byte for byte
+    assert _files(root / "logs" / "part") == _files(tmp_path / "whole" / "logs" / "part")
+    _assert_same_weights(tmp_path / "whole" / "part.best.safetensors",
+                         root / "part.best.safetensors")
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {path.relative_to(directory).as_posix(): path.read_bytes()
+            for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def test_the_training_log_is_dvclives_one_row_per_epoch(burnin, tmp_path):
+    _, history = _continue(_tiny_params(), burnin, tmp_path, "part", "part", refresh_every=1)
+    log = tmp_path / "logs" / "part"
+    latest = json.loads((log / "metrics.json").read_text())
+    assert latest["step"] == 3 and latest["test_pgd"] == history[-1]["test_pgd"]
+    for quantity in ("lr", "train_loss", "train_adv_acc", "test_natural", "test_pgd",
+                     "important_fraction", "mean_budget"):
+        rows = (log / "plots" / "metrics" / f"{quantity}.tsv").read_text().splitlines()
+        assert rows[0] == f"step\t{quantity}"
+        assert [row.split("\t") for row in rows[1:]] == [
+            [str(r["epoch"]), str(r[quantity])] for r in history]
+    # wall times would make the declared log differ on every run
+    assert not (log / "plots" / "metrics" / "seconds.tsv").exists()
+
+
+def _monitor_scores(monkeypatch, pgd_scores):
+    """Monitor PGD accuracy reads pgd_scores, epoch after epoch; training itself is untouched."""
+    import part.train as train_module
+
+    scores = iter(pgd_scores)
+    monkeypatch.setattr(train_module, "monitor_accuracy", lambda *args, **kw: (0.5, next(scores)))
+
+
+def test_the_best_checkpoint_is_the_epoch_with_the_best_monitor_pgd_accuracy(
+        burnin, tmp_path, monkeypatch):
+    params = _tiny_params(epochs=4)  # epochs 2, 3 and 4 after the burn-in
+    _monitor_scores(monkeypatch, [0.25, 0.5, 0.5])  # the best is epoch 3: the earlier of a tie
+    last, history = _continue(params, burnin, tmp_path / "full", "baseline")
+    best = tmp_path / "full" / "baseline.best.safetensors"
+    _, meta = load_checkpoint(best)
+    assert meta["epoch"] == 3 and "test_pgd" in meta["selected_by"]
+    assert json.loads(meta["mean_budget_per_epoch"]).keys() == {"2", "3"}
+    # the same weights as a run of the same schedule that stopped after epoch 3
+    _monitor_scores(monkeypatch, [0.0] * 2)
+    stopped = _continue_until(params, burnin, tmp_path / "stopped", last_epoch=3)
+    _assert_same_weights(stopped, best)
+    assert not torch.equal(_state(last)["fc.weight"], _state(best)["fc.weight"])
+
+
+def _continue_until(params, burnin_path, root, last_epoch):
+    spec = RunSpec("baseline", 2, last_epoch, init_checkpoint=burnin_path)
+    out = root / "baseline.safetensors"
+    train_run(params, spec, _tiny_data(), CPU, out_path=out, log_dir=root / "logs",
+              state_dir=root / "runs", show_progress=False)
+    return out
 
 
 def _other_images(data: TrainData) -> TrainData:
