@@ -47,6 +47,17 @@ def _md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
+def _contents(repo: Path, outs: dict[str, str]) -> dict[str, str]:
+    """md5 of every file of the outputs, a directory's (a DVCLive log's plots) file by file."""
+    files = {}
+    for out in outs:
+        path = repo / out
+        for file in sorted(path.rglob("*")) if path.is_dir() else [path]:
+            if file.is_file():
+                files[str(file.relative_to(repo))] = _md5(file)
+    return files
+
+
 def _restore(repo: Path) -> None:
     """Back to the committed code and outputs; everything up to date again."""
     run(["git", "checkout", "--", "."], repo)
@@ -67,11 +78,11 @@ def test_a_finished_stage_leaves_no_resume_state(project):
 @pytest.mark.parametrize("stage", ["prepare", "burnin@0", "budgets"])
 def test_a_forced_rerun_writes_the_same_bytes_and_dvc_sees_nothing_new(project, stage):
     before = locked_outs(project)
+    files = _contents(project, before)
     result = run(["dvc", "repro", "--force", "--single-item", stage], project)
     assert ran(result) == {stage}
     assert locked_outs(project) == before
-    for path, md5 in before.items():
-        assert _md5(project / path) == md5, path
+    assert _contents(project, before) == files
     assert is_up_to_date(project), run(["dvc", "status"], project).stdout
 
 
@@ -139,6 +150,7 @@ KILLED_STAGES = ("burnin@0", "masks@0", "train@baseline-0", "train@part-0",
 @pytest.mark.parametrize("stage", KILLED_STAGES)
 def test_sigkill_at_random_points_then_a_rerun_gives_the_same_bytes(project, stage):
     reference = locked_outs(project)
+    files = _contents(project, reference)
     metrics = {path: (project / path).read_bytes() for path in
                ("metrics/baseline-0.json", "metrics/part-0.json")}
     started = time.monotonic()
@@ -157,8 +169,7 @@ def test_sigkill_at_random_points_then_a_rerun_gives_the_same_bytes(project, sta
         # can), rather than DVC restoring the earlier outputs from its run cache
         run(["dvc", "repro", "--no-run-cache", stage], project)
         assert locked_outs(project) == reference, stage
-        for path, md5 in reference.items():
-            assert _md5(project / path) == md5, f"{path} after killing {stage}"
+        assert _contents(project, reference) == files, f"after killing {stage}"
         for path, content in metrics.items():
             assert (project / path).read_bytes() == content, path
         assert is_up_to_date(project), run(["dvc", "status"], project).stdout

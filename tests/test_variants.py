@@ -93,7 +93,7 @@ def test_uniform_matched_trains_on_and_records_the_mean_budget_of_its_cam_masks(
     params = _tiny_params()
     burnin = tmp_path / "burnin.safetensors"
     train_run(params, RunSpec("burnin", 1, 1), _tiny_data(), torch.device("cpu"),
-              out_path=burnin, history_path=tmp_path / "burnin.csv",
+              out_path=burnin, log_dir=tmp_path / "logs",
               state_dir=tmp_path / "runs", show_progress=False)
     out, history = _continue(params, burnin, tmp_path, "matched", "uniform_matched",
                              refresh_every=1)
