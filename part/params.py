@@ -101,6 +101,14 @@ class EvalParams:
 
 
 @dataclass(frozen=True)
+class DistributedParams:
+    # Processes per machine for the training and mask stages, started by torchrun: one per GPU
+    # (or gloo processes on a CPU). It changes the result (batch norm per rank on a CPU, the order
+    # of float sums), so a change reruns those stages.
+    nproc_per_node: int = 1
+
+
+@dataclass(frozen=True)
 class Params:
     dataset: str = "fashion-mnist"
     model: str = "cnn_small"
@@ -119,6 +127,7 @@ class Params:
     mask: MaskParams = field(default_factory=MaskParams)
     train: TrainParams = field(default_factory=TrainParams)
     eval: EvalParams = field(default_factory=EvalParams)
+    distributed: DistributedParams = field(default_factory=DistributedParams)
 
     @property
     def eval_eps(self) -> float:
@@ -202,6 +211,7 @@ _POSITIVE_INTS = {
     "data.train_subset",
     "data.test_subset",
     "eval.n",
+    "distributed.nproc_per_node",
 }
 _NON_NEGATIVE_INTS = {"seed", "data.seed", "mask.refresh_every", "train.steps",
                       "train.monitor_steps", "eval.steps", "eval.seed"}
@@ -320,7 +330,8 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str, checked: Callable[[st
 
 # Set by the code, not read from params.yaml.
 _INTERNAL = {(Params, "seed")}
-_SECTIONS = {"data": DataParams, "mask": MaskParams, "train": TrainParams, "eval": EvalParams}
+_SECTIONS = {"data": DataParams, "mask": MaskParams, "train": TrainParams, "eval": EvalParams,
+             "distributed": DistributedParams}
 
 
 def _check_relations(p: Params) -> None:
@@ -338,6 +349,11 @@ def _check_relations(p: Params) -> None:
         raise ParamsError(f"mask.quantile must be in (0, 1], got {p.mask.quantile}")
     if p.train.momentum >= 1.0:
         raise ParamsError(f"train.momentum must be below 1, got {p.train.momentum}")
+    if p.train.batch_size < p.distributed.nproc_per_node:
+        raise ParamsError(
+            f"train.batch_size ({p.train.batch_size}) must be at least distributed."
+            f"nproc_per_node ({p.distributed.nproc_per_node}): each process trains on a share "
+            "of every batch")
     if p.train.steps == 0:
         raise ParamsError("train.steps: adversarial training needs at least 1 PGD step")
 

@@ -146,6 +146,7 @@ def run_masks(params: Params) -> float:
     from part.checkpoint import load_checkpoint
     from part.data.prepared import load_prepared
     from part.device import resolve_device
+    from part.distributed import gather_masks, join, leave, world_from_env
     from part.gallery import save_mask_gallery
     from part.masking import compute_masks, save_masks
 
@@ -156,7 +157,13 @@ def run_masks(params: Params) -> float:
         "model": params.model, "in_channels": train.images.shape[1],
         "image_size": train.images.shape[2], "num_classes": int(train.meta["num_classes"])})
     settings = mask_settings(params)
-    masks = compute_masks(model, train.images, settings)
+    world = world_from_env()  # under torchrun each rank computes its share of the masks
+    join(world, device)
+    masks = gather_masks(world, lambda share: compute_masks(model, share, settings),
+                         train.images, settings.batch_size)
+    leave(world)
+    if not world.is_main:
+        return float(masks.float().mean())
     save_masks(masks_path(params.seed), masks, settings, source=str(source))
     save_mask_gallery(gallery_path(params.seed), train.images[:16].cpu(), masks[:16].cpu(),
                       train.labels[:16].cpu(), train.meta["class_names"],

@@ -9,7 +9,7 @@ never waits for the device.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -90,6 +90,10 @@ class RunningMeans:
         self._host = torch.zeros(3, dtype=torch.float64, pin_memory=on_cuda)
         self._event = torch.cuda.Event() if on_cuda else None
         self._shown = (float("nan"), float("nan"))
+
+    def combine(self, reduce: Callable[[Tensor], Tensor]) -> None:
+        """Apply `reduce` (a sum over processes) to the running sums, in place."""
+        reduce(self._sums)
 
     def add(self, loss: Tensor, logits: Tensor, labels: Tensor) -> None:
         batch = labels.shape[0]

@@ -11,6 +11,7 @@ beside the last.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -34,6 +35,19 @@ from part.checkpoint import (
 )
 from part.data.augment import augment_batch, augmentation_for
 from part.data.subset import balanced_subset
+from part.distributed import (
+    SINGLE,
+    World,
+    average_buffers,
+    average_gradients,
+    barrier,
+    join,
+    leave,
+    prepare_model,
+    sum_across,
+    world_from_env,
+)
+from part.errors import PartError
 from part.eval_mode import eval_mode
 from part.hashing import code_digest, file_sha256, json_sha256, tensors_digest
 from part.lr_schedule import learning_rate
@@ -136,14 +150,17 @@ def _restore_momentum(optimizer: torch.optim.SGD, tensors: dict[str, Tensor]) ->
             optimizer.state[param]["momentum_buffer"] = buffer.to(param.device).clone()
 
 
-def _fingerprint(params: Params, spec: RunSpec, data: TrainData, device: torch.device) -> str:
+def _fingerprint(params: Params, spec: RunSpec, data: TrainData, device: torch.device,
+                 world: World) -> str:
     """What a resumable state must match: the code, the params, the starting weights and masks,
-    the data's content, the kind of device. Anything else is another computation."""
+    the data's content, the kind of device, the number of ranks. Anything else is another
+    computation."""
     inputs = {"images": data.images, "labels": data.labels,
               "monitor_images": data.monitor_images, "monitor_labels": data.monitor_labels}
     parts = {
         "code": code_digest(),
         "device": device.type,
+        "ranks": world.size,
         "params": params.run_dict(),
         "run": spec.name,
         "variant": spec.variant,
@@ -225,8 +242,11 @@ def training_batches(data: TrainData, budget: EpochBudget, order: Tensor, batch_
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainData,
                 budget: EpochBudget, params: Params, epoch: int, device: torch.device,
-                on_batch: Callable[[int, RunningMeans], None] | None = None) -> RunningMeans:
-    """One pass over the training set under `budget` (per-sample masks or one uniform eps)."""
+                on_batch: Callable[[int, RunningMeans], None] | None = None,
+                world: World = SINGLE) -> RunningMeans:
+    """One pass over the training set under `budget` (per-sample masks or one uniform eps).
+    Under several ranks each trains on its share of every global batch (part/distributed.py);
+    the returned means are this rank's."""
     # The same seed per epoch for every run: baseline and PART see the same batches,
     # augmentations and random starts, so their comparison is paired.
     order = epoch_order(data.images.shape[0], params.seed, epoch, device)
@@ -240,11 +260,17 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainD
                                _augmentation(params), augment_rng)
     with numerics(precision):
         for batch_index, (x, y, batch_masks) in enumerate(batches):
+            batch = y.shape[0]
+            if world.is_distributed:
+                mine = world.share(batch)
+                x, y = x[mine], y[mine]
+                batch_masks = batch_masks[mine] if batch_masks is not None else None
             with autocast(precision, device):
                 step = training_loss(params.method, model, x, y, budget.for_batch(batch_masks),
                                      attack, params.train.beta)
             optimizer.zero_grad(set_to_none=True)
             step.loss.backward()
+            average_gradients(model, world, y.shape[0], batch)
             optimizer.step()
             running.add(step.loss, step.logits_adv, y)
             if on_batch is not None:
@@ -269,7 +295,16 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
               timings_path: Path | None = None, show_progress: bool = True
               ) -> list[dict[str, Any]]:
     """Train epochs spec.first_epoch..spec.last_epoch; write the final checkpoint (and, given
-    best_path, the best epoch's) and log every epoch into log_dir. Returns the history."""
+    best_path, the best epoch's) and log every epoch into log_dir. Returns the history.
+
+    Started by torchrun with several processes, the ranks share every batch and only rank 0
+    writes (part/distributed.py)."""
+    world = world_from_env()
+    join(world, device)
+    if world.is_distributed and params.train.batch_size < world.size:
+        raise PartError(f"train.batch_size ({params.train.batch_size}) is smaller than "
+                              f"the {world.size} ranks; raise it or lower "
+                              "distributed.nproc_per_node")
     if spec.init_checkpoint is None:
         torch.manual_seed(params.seed)
         model = build_model(params.model, num_classes=data.num_classes,
@@ -280,6 +315,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
             "model": params.model, "num_classes": data.num_classes,
             "in_channels": data.image_shape[0], "image_size": data.image_shape[1]})
         init_momentum = load_extra_tensors(spec.init_checkpoint)
+    model = prepare_model(model, world, device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=params.train.lr,
@@ -296,17 +332,21 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
     best: BestEpoch | None = None
     first = spec.first_epoch
     state_path = state_dir / f"{spec.name}.safetensors"
-    fingerprint = _fingerprint(params, spec, data, device)
+    fingerprint = _fingerprint(params, spec, data, device, world)
     resumed = _try_resume(state_path, fingerprint, model, optimizer, device)
     if resumed is not None:
         history, masks, best = resumed
         first = int(history[-1]["epoch"]) + 1 if history else first
         masks = masks.to(device) if masks is not None else None
-        console.print(f"[cyan]{spec.name}[/]: resuming after epoch {first - 1} from {state_path}")
+        if world.is_main:
+            console.print(f"[cyan]{spec.name}[/]: resuming after epoch {first - 1} from "
+                          f"{state_path}")
 
     n_batches = math.ceil(data.images.shape[0] / params.train.batch_size)
 
-    with Display(show_progress) as display, TrainingLog(log_dir, history) as log:
+    writes = world.is_main
+    with Display(show_progress and writes) as display, \
+            (TrainingLog(log_dir, history) if writes else contextlib.nullcontext()) as log:
         for epoch in range(first, spec.last_epoch + 1):
             started = time.perf_counter()
             run_index = epoch - spec.first_epoch
@@ -318,7 +358,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                                             and run_index % spec.refresh_every == 0)
                 if refresh:
                     masks = refreshed_masks(spec.variant, model, data.images, spec.mask_settings,
-                                            params.seed, epoch, _augmentation(params))
+                                            params.seed, epoch, _augmentation(params), world)
                 important_fraction = masks.float().mean().item()
             budget = epoch_budget(spec.variant, masks, params.eps, params.eps_low,
                                   params.mask.alignment)
@@ -337,7 +377,9 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                         task.advance(1)
 
                 running = train_epoch(model, optimizer, data, budget, params, epoch, device,
-                                      on_batch=show)
+                                      on_batch=show, world=world)
+            running.combine(lambda sums: sum_across(sums, world))
+            average_buffers(model, world)
             train_loss, train_acc = running.final()
             natural, robust = monitor_accuracy(model, data, params, device)
             if device.type == "cuda":
@@ -350,15 +392,21 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                    "mean_budget": round(budget.mean, 8),
                    "seconds": round(time.perf_counter() - started, 3)}
             history.append(row)
-            log.log_epoch(row)
+            if writes:
+                log.log_epoch(row)
             if best_path is not None and _better(best, row):
                 best = BestEpoch(epoch, row[BEST_BY], {
                     key: value.detach().clone() for key, value in model.state_dict().items()})
             task.update(status=f"loss {train_loss:.3f} acc {train_acc:.3f} "
                                f"nat {natural:.3f} pgd {robust:.3f}")
-            _save_state(state_path, model, optimizer, masks, best, params, data, spec, epoch,
-                        history, fingerprint, device)
+            if writes:
+                _save_state(state_path, model, optimizer, masks, best, params, data, spec,
+                            epoch, history, fingerprint, device)
 
+    if not writes:
+        barrier(world)  # rank 0 writes the outputs: the stage ends when they are whole
+        leave(world)
+        return history
     final_epoch = spec.last_epoch
     save_checkpoint(out_path, model,
                     checkpoint_meta(params, data, spec, final_epoch, history, device),
@@ -369,6 +417,8 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
         write_timings(timings_path, spec.name, history)
     # The outputs now hold this run: a state left behind could only ever resume a finished run.
     state_path.unlink(missing_ok=True)
+    barrier(world)
+    leave(world)
     return history
 
 

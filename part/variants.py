@@ -22,7 +22,7 @@ mask, almost always.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,9 @@ from torch import Tensor, nn
 from part.data.augment import augment_batch
 from part.mask_rules import budget_map
 from part.masking import MaskSettings, compute_masks
+
+if TYPE_CHECKING:
+    from part.distributed import World
 
 # What the pipeline trains: the base method, PART, and the two controls that separate *where*
 # PART keeps eps from *how much* budget it spends.
@@ -130,10 +133,16 @@ def paper_position_masks(model: nn.Module, images: Tensor, settings: MaskSetting
 
 
 def refreshed_masks(variant: str, model: nn.Module, images: Tensor, settings: MaskSettings,
-                    seed: int, epoch: int, augmentation: dict[str, Any]) -> Tensor:
-    """The masks `variant` trains with from global `epoch` on, from `model`'s CAMs."""
+                    seed: int, epoch: int, augmentation: dict[str, Any],
+                    world: World | None = None) -> Tensor:
+    """The masks `variant` trains with from global `epoch` on, from `model`'s CAMs; under several
+    ranks (`world`) each computes the CAM masks of its share of the images."""
+    from part.distributed import SINGLE, gather_masks
+
+    world = world or SINGLE
     if settings.alignment == "paper":
         cam_masks = paper_position_masks(model, images, settings, seed, epoch, augmentation)
     else:
-        cam_masks = compute_masks(model, images, settings)
+        cam_masks = gather_masks(world, lambda share: compute_masks(model, share, settings),
+                                 images, settings.batch_size)
     return training_masks(variant, cam_masks, seed, epoch)
