@@ -5,13 +5,25 @@ from __future__ import annotations
 import torch
 
 from part.errors import PartError
+from part.gpu_claim import claim_gpu, visible_gpu_ids
 
 DEVICES = ("auto", "cpu", "cuda")  # the values of the `device` param
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """`auto`: the CPU without a GPU, the GPU where there is one, and where there are several a
+    free one that this process claims until it ends (part/gpu_claim.py), so that parallel jobs
+    (dvc queue start --jobs N) and torchrun's processes each get their own. A named device is
+    taken as it is."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        count = torch.cuda.device_count()
+        if count == 1:
+            return torch.device("cuda")
+        index = claim_gpu(visible_gpu_ids(count))
+        torch.cuda.set_device(index)
+        return torch.device(f"cuda:{index}")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise PartError(
             f"device {name!r} was asked for but no CUDA GPU is visible; set device: auto or cpu"

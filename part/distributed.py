@@ -13,7 +13,10 @@ sharded by sample index and gathered. Only rank 0 writes files.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -53,8 +56,22 @@ class World:
 SINGLE = World()
 
 
+def _die_with_launcher() -> None:
+    """torchrun starts its workers in sessions of their own, so a kill of torchrun that they do
+    not see (SIGKILL of DVC's process group, the OOM killer) would leave them training and
+    writing outputs behind the user's back. Linux kills a worker whose parent dies, if asked."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the launcher was gone before the request took effect
+        os._exit(1)
+
+
 def world_from_env() -> World:
-    """The world torchrun describes in RANK, WORLD_SIZE and LOCAL_RANK; SINGLE without it."""
+    """The world torchrun describes in RANK, WORLD_SIZE and LOCAL_RANK; SINGLE without it. A
+    worker started by torchrun ends with it."""
+    _die_with_launcher()
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
         return SINGLE

@@ -175,12 +175,13 @@ def test_sigkill_at_random_points_then_a_rerun_gives_the_same_bytes(project, sta
         (project / "dvc.lock").write_bytes(lock)
         # --no-run-cache: the interrupted computation itself must finish (resuming where it
         # can), rather than DVC restoring the earlier outputs from its run cache
-        run(["dvc", "repro", "--no-run-cache", stage], project)
+        rerun = run(["dvc", "repro", "--no-run-cache", stage], project)
         assert locked_outs(project) == reference, stage
         assert _contents(project, reference) == files, f"after killing {stage}"
         for path, content in metrics.items():
             assert (project / path).read_bytes() == content, path
-        assert is_up_to_date(project), run(["dvc", "status"], project).stdout
+        assert is_up_to_date(project), (rerun.stdout + rerun.stderr
+                                        + run(["dvc", "status"], project).stdout)
     # A kill after the outputs were written but before the state was removed leaves the outputs
     # whole, so DVC skips the rerun and the state (of this very computation) stays; the next
     # finished run of the stage removes it.
