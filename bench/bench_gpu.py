@@ -267,7 +267,7 @@ def main(small: bool | None = typer.Option(None, help="CPU-sized run (default: w
 
     report = {
         "benchmark": "gpu_throughput", "device": _device_name(target),
-        "device_type": target.type, "torch": torch.__version__, "cuda": torch.version.cuda,
+        "device_type": target.type, "torch": torch.__version__, "torch_cuda": torch.version.cuda,
         "commit": _commit(), "threads": torch.get_num_threads(), "small": small,
         "images": {name: images_for(name) for name in names}, "eval_images": n_eval,
         "image_shape": list(IMAGE_SHAPE), "classes": CLASSES, "synthetic": True,
