@@ -1,24 +1,34 @@
 """Training and evaluation throughput per model, precision, memory layout and compilation, and
 the projected wall time of the paper's 80-epoch CIFAR-10 PART run. Prints JSON.
 
-For each configuration, on n synthetic images of CIFAR-10's shape (3x32x32, 10 classes), through
-the pipeline's own code (part.train.train_epoch, part.variants.refreshed_masks,
-part.evaluate.attack_correctness):
+Every configuration trains with the paper preset's settings (configs/cifar10-resnet18.yaml:
+PGD-10, step 2/255, eps 8/255, eps_low 7/255, batch 128, GradCAM masks by the official rule,
+crop and flip) on synthetic images of CIFAR-10's shape (3x32x32, 10 classes), through the
+pipeline's own code:
 
-- at_images_per_s: one PGD-10 AT epoch (the baseline's);
-- part_images_per_s: one PART epoch, its masks refreshed from the current model first;
+- at_images_per_s: one PGD-10 AT epoch (part.train.train_epoch on the uniform budget);
+- part_images_per_s: one PART epoch, its masks refreshed from the current model first
+  (part.variants.refreshed_masks, then train_epoch on the budget map);
 - part_over_at: the ratio of the two epochs' times (pair by pair, median);
-- masks_per_s: the mask refresh alone; pgd20_images_per_s: PGD-20 evaluation.
+- masks_per_s: the mask refresh alone;
+- monitor_images_per_s: the per-epoch monitor (clean + PGD-10 accuracy, part.train);
+- pgd20_images_per_s: PGD-20 evaluation (part.evaluate.attack_correctness, which runs
+  part.attacks.pgd; evaluation is always fp32, whatever train.precision).
 
-Each figure is the median of `repeats` timed runs after one warm-up run (CUDA synchronised).
-Per-second figures scale to the full 50,000 images, so a GPU run times fewer by default.
-The projection: burn_in_epochs AT epochs and (epochs - burn_in_epochs) PART epochs of 50,000
-images (configs/cifar10-resnet18.yaml) at the fastest resnet18 configuration; per-epoch monitor
-and final evaluation excluded.
+Each figure is the median of `repeats` timed runs after a warm-up run (CUDA synchronised). On
+CUDA the pipeline trains in channels_last (part.train); `channels_last: false` keeps the model's
+weights in the default layout (the batches are still channels_last). The pipeline does not
+compile models: `compile: true` is what torch.compile would bring. A configuration that fails
+(out of memory, a compiler error) is recorded with its error and the others still run; with
+--out the file is rewritten after each configuration, so a cut-short run keeps what it measured.
 
-    python bench/bench_gpu.py                        # on a GPU: resnet18 and wrn34_10, all configs
-    python bench/bench_gpu.py --small                # CPU-sized: cnn_small, fp32, a few batches
-    python bench/bench_gpu.py --out bench/results/h100-<commit>.json
+The projection: the preset's burn-in (AT epochs) then its PART epochs, masks refreshed as its
+`mask.refresh_every` says, plus the per-epoch monitor, on 50,000 images, at the resnet18
+configuration that gives the shortest run. The evaluate stage is not included.
+
+    python bench/bench_gpu.py --out bench/results/<device>-<commit>.json  # a GPU: all configs
+    python bench/bench_gpu.py --models resnet18 --n 10000     # a quicker look
+    python bench/bench_gpu.py --small     # CPU-sized (the default without a GPU): cnn_small, fp32
 """
 
 from __future__ import annotations
@@ -37,19 +47,27 @@ import torch
 import typer
 import yaml
 
+from part.data.augment import augmentation_for
 from part.device import resolve_device
 from part.evaluate import attack_correctness
-from part.masking import MaskSettings
 from part.models import build_model
-from part.params import params_from_dict
+from part.params import Params, params_from_dict
+from part.pipeline import mask_settings
 from part.precision import PRECISIONS
-from part.train import TrainData, train_epoch
+from part.train import TrainData, monitor_accuracy, train_epoch
 from part.variants import epoch_budget, refreshed_masks
 
 ROOT = Path(__file__).resolve().parents[1]
-CIFAR_TRAIN = 50_000
-EPS = 8 / 255
 PAPER_PRESET = ROOT / "configs" / "cifar10-resnet18.yaml"
+CIFAR_TRAIN = 50_000
+IMAGE_SHAPE = (3, 32, 32)
+CLASSES = 10
+# Images per timed epoch on a GPU by default: CIFAR-10's training set for resnet18, fewer for
+# the ten-times-slower wrn34_10 (per-second figures do not depend on it beyond warm caches).
+GPU_IMAGES = {"resnet18": CIFAR_TRAIN, "wrn34_10": 10_000}
+GPU_DEFAULT_IMAGES = 10_000
+FIGURES = ("at_images_per_s", "part_images_per_s", "masks_per_s", "monitor_images_per_s",
+           "pgd20_images_per_s")
 
 
 def _sync(device: torch.device) -> None:
@@ -84,115 +102,201 @@ def _device_name(device: torch.device) -> str:
     return platform.processor() or platform.machine()
 
 
+def preset_params(model_name: str, precision: str, batch_size: int | None) -> Params:
+    """The paper preset with this configuration's model and precision."""
+    raw = yaml.safe_load(PAPER_PRESET.read_text())
+    raw["model"] = model_name
+    raw["train"]["precision"] = precision
+    if batch_size is not None:
+        raw["train"]["batch_size"] = batch_size
+    return params_from_dict(raw)
+
+
+def synthetic_data(n: int, n_monitor: int, device: torch.device) -> TrainData:
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, *IMAGE_SHAPE), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, CLASSES, (n,), generator=generator)
+    return TrainData(images=images.to(device), labels=labels.to(device),
+                     monitor_images=images[:n_monitor].to(device),
+                     monitor_labels=labels[:n_monitor].to(device), dataset="cifar10",
+                     num_classes=CLASSES)
+
+
+def _short(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+
 def bench_config(model_name: str, precision: str, channels_last: bool, compiled: bool,
-                 data: TrainData, device: torch.device, repeats: int,
-                 batch_size: int) -> dict:
-    params = params_from_dict({
-        "dataset": "synthetic", "model": model_name, "eps": EPS, "eps_low": 7 / 255,
-        "train": {"batch_size": batch_size, "step_size": 2 / 255, "steps": 10,
-                  "precision": precision, "augment": "crop_flip"}})
-    torch.manual_seed(0)
-    net = build_model(model_name, num_classes=10, in_channels=3).to(device)
-    if channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    models = {name: copy.deepcopy(net) for name in ("at", "part")}
-    optimizers = {name: torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-                  for name, m in models.items()}
-    runnable = {name: (torch.compile(m) if compiled else m) for name, m in models.items()}
-    settings = MaskSettings("gradcam", "official", batch_size=256)
-    uniform = epoch_budget("baseline", None, EPS, EPS)
+                 data: TrainData, eval_images: int, device: torch.device, repeats: int,
+                 batch_size: int | None) -> dict:
+    """One configuration's figures; a figure that fails is left out and its error recorded."""
+    row: dict = {"model": model_name, "precision": precision, "channels_last": channels_last,
+                 "compile": compiled, "images": data.images.shape[0],
+                 "monitor_images": data.monitor_images.shape[0], "eval_images": eval_images}
+    errors: dict[str, str] = {}
+    try:
+        params = preset_params(model_name, precision, batch_size)
+        torch.manual_seed(0)
+        net = build_model(model_name, num_classes=CLASSES, in_channels=IMAGE_SHAPE[0]).to(device)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        models = {name: copy.deepcopy(net) for name in ("at", "part")}
+        optimizers = {name: torch.optim.SGD(m.parameters(), lr=params.train.lr,
+                                            momentum=params.train.momentum,
+                                            weight_decay=params.train.weight_decay)
+                      for name, m in models.items()}
+        # CAM hooks need the plain module: masks come from it, it shares the compiled weights
+        runnable = {name: (torch.compile(m) if compiled else m) for name, m in models.items()}
+        settings = mask_settings(params)
+        uniform = epoch_budget("baseline", None, params.eps, params.eps)
+    except Exception as error:  # noqa: BLE001 (recorded, and the next configuration runs)
+        return {**row, "errors": {"setup": _short(error)}}
 
     def at_epoch(epoch: int) -> None:
         train_epoch(runnable["at"], optimizers["at"], data, uniform, params, epoch, device)
 
     def masks(epoch: int) -> torch.Tensor:
-        return refreshed_masks("part", models["part"], data.images, settings, 0, epoch, {})
+        return refreshed_masks("part", models["part"], data.images, settings, params.seed,
+                               epoch, augmentation_for(params.train.augment, params.dataset))
 
     def part_epoch(epoch: int) -> None:
-        budget = epoch_budget("part", masks(epoch), EPS, 7 / 255)
+        budget = epoch_budget("part", masks(epoch), params.eps, params.eps_low,
+                              params.mask.alignment)
         train_epoch(runnable["part"], optimizers["part"], data, budget, params, epoch, device)
 
-    def pgd20(epoch: int) -> None:
-        attack_correctness(models["at"], data.monitor_images, data.monitor_labels, "pgd20",
-                           eps=EPS, step_size=2 / 255, batch_size=2 * batch_size, seed=epoch)
+    def monitor(_: int) -> None:
+        monitor_accuracy(runnable["at"], data, params, device)
 
-    at_epoch(0)  # warm-up both
-    part_epoch(0)
-    at_s, part_s = [], []
-    for repeat in range(1, repeats + 1):  # alternately, so a drifting clock hits both alike
-        at_s.append(_seconds(at_epoch, repeat, device))
-        part_s.append(_seconds(part_epoch, repeat, device))
-    masks_s = _timed(masks, repeats, device)
-    pgd_s = _timed(pgd20, repeats, device)
-    n, n_eval = data.images.shape[0], data.monitor_images.shape[0]
-    return {
-        "model": model_name, "precision": precision, "channels_last": channels_last,
-        "compile": compiled,
-        "at_images_per_s": round(n / statistics.median(at_s), 1),
-        "part_images_per_s": round(n / statistics.median(part_s), 1),
-        "part_over_at": round(statistics.median(p / a for p, a in zip(part_s, at_s,
-                                                                      strict=True)), 4),
-        "masks_per_s": round(n / statistics.median(masks_s), 1),
-        "pgd20_images_per_s": round(n_eval / statistics.median(pgd_s), 1),
-    }
+    def pgd20(epoch: int) -> None:
+        attack_correctness(runnable["at"], data.images[:eval_images], data.labels[:eval_images],
+                           "pgd20", eps=params.eps, step_size=params.train.step_size,
+                           batch_size=params.eval.batch_size, seed=epoch)
+
+    n = data.images.shape[0]
+    try:
+        at_epoch(0)  # warm-up both
+        part_epoch(0)
+        at_s, part_s = [], []
+        for repeat in range(1, repeats + 1):  # alternately, so a drifting clock hits both alike
+            at_s.append(_seconds(at_epoch, repeat, device))
+            part_s.append(_seconds(part_epoch, repeat, device))
+        row["at_images_per_s"] = round(n / statistics.median(at_s), 1)
+        row["part_images_per_s"] = round(n / statistics.median(part_s), 1)
+        row["part_over_at"] = round(statistics.median(
+            p / a for p, a in zip(part_s, at_s, strict=True)), 4)
+    except Exception as error:  # noqa: BLE001
+        errors["epochs"] = _short(error)
+    for figure, run, count in (("masks_per_s", masks, n),
+                               ("monitor_images_per_s", monitor, data.monitor_images.shape[0]),
+                               ("pgd20_images_per_s", pgd20, eval_images)):
+        try:
+            row[figure] = round(count / statistics.median(_timed(run, repeats, device)), 1)
+        except Exception as error:  # noqa: BLE001
+            errors[figure] = _short(error)
+    if errors:
+        row["errors"] = errors
+    if device.type == "cuda":
+        row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+        torch.cuda.reset_peak_memory_stats(device)
+    return row
+
+
+def refresh_count(part_epochs: int, refresh_every: int) -> int:
+    """Mask computations in a PART run: its first epoch's masks, then one every
+    `refresh_every` epochs (0: never again), as part.train.train_run refreshes them."""
+    if part_epochs <= 0:
+        return 0
+    return 1 + (0 if refresh_every <= 0 else (part_epochs - 1) // refresh_every)
+
+
+def projected_minutes(row: dict, preset: Params) -> float:
+    """The preset's training run (burn-in, then PART) on CIFAR_TRAIN images at `row`'s rates."""
+    at_epoch = CIFAR_TRAIN / row["at_images_per_s"]
+    part_epoch = CIFAR_TRAIN / row["part_images_per_s"]  # masks refreshed in it
+    mask_pass = CIFAR_TRAIN / row["masks_per_s"]
+    monitor = preset.train.monitor_subset / row["monitor_images_per_s"]
+    burn_in = preset.burn_in_epochs
+    part_epochs = preset.epochs - burn_in
+    unrefreshed = part_epochs - refresh_count(part_epochs, preset.mask.refresh_every)
+    seconds = (burn_in * at_epoch + part_epochs * part_epoch - unrefreshed * mask_pass
+               + preset.epochs * monitor)
+    return seconds / 60
 
 
 def projection(results: list[dict]) -> dict | None:
-    preset = yaml.safe_load(PAPER_PRESET.read_text())
-    candidates = [r for r in results if r["model"] == "resnet18"]
-    if not candidates:
+    """The paper's CIFAR-10 PART run at the fastest complete resnet18 configuration."""
+    preset = params_from_dict(yaml.safe_load(PAPER_PRESET.read_text()))
+    complete = [row for row in results if row["model"] == preset.model
+                and all(figure in row for figure in FIGURES)]
+    if not complete:
         return None
-    best = max(candidates, key=lambda r: r["part_images_per_s"])
-    burn_in, total = int(preset["burn_in_epochs"]), int(preset["epochs"])
-    seconds = (burn_in * CIFAR_TRAIN / best["at_images_per_s"]
-               + (total - burn_in) * CIFAR_TRAIN / best["part_images_per_s"])
-    return {"epochs": total, "burn_in_epochs": burn_in, "images_per_epoch": CIFAR_TRAIN,
+    best = min(complete, key=lambda row: projected_minutes(row, preset))
+    part_epochs = preset.epochs - preset.burn_in_epochs
+    return {"preset": str(PAPER_PRESET.relative_to(ROOT)), "model": preset.model,
+            "epochs": preset.epochs, "burn_in_epochs": preset.burn_in_epochs,
+            "mask_refreshes": refresh_count(part_epochs, preset.mask.refresh_every),
+            "images_per_epoch": CIFAR_TRAIN, "monitor_images": preset.train.monitor_subset,
             "configuration": {k: best[k] for k in ("precision", "channels_last", "compile")},
-            "minutes": round(seconds / 60, 1)}
+            "minutes": round(projected_minutes(best, preset), 1),
+            "excludes": "the evaluate stage (PGD-20, CW, AutoAttack on the test set)"}
 
 
 def main(small: bool | None = typer.Option(None, help="CPU-sized run (default: without a GPU)"),
          models: str | None = typer.Option(None, help="comma-separated registry names"),
-         n: int | None = typer.Option(None, help="training images timed per epoch"),
+         n: int | None = typer.Option(None, help="training images per timed epoch"),
          n_eval: int | None = typer.Option(None, help="images for the PGD-20 figure"),
-         repeats: int = 3, batch_size: int = 128, device: str = "auto",
+         repeats: int = typer.Option(3, min=1),
+         batch_size: int | None = typer.Option(None, help="default: the preset's (128)"),
+         device: str = "auto",
          compile_models: bool | None = typer.Option(
              None, "--compile/--no-compile", help="also time torch.compile (default: on a GPU)"),
          out: Path | None = typer.Option(None, help="also write the JSON here")) -> None:
     target = resolve_device(device)
-    small = target.type != "cuda" if small is None else small
+    on_gpu = target.type == "cuda"
+    small = not on_gpu if small is None else small
     names = models.split(",") if models else (["cnn_small"] if small
                                               else ["resnet18", "wrn34_10"])
-    n = n or (256 if small else 10_000)
     n_eval = n_eval or (128 if small else 2_000)
-    precisions = ["fp32"] if target.type != "cuda" else list(PRECISIONS)
-    layouts = [False, True] if target.type == "cuda" else [False]
-    compile_models = target.type == "cuda" if compile_models is None else compile_models
-    compiles = [False, True] if compile_models else [False]
+    precisions = list(PRECISIONS) if on_gpu else ["fp32"]  # the CPU runs every one as fp32
+    layouts = [True, False] if on_gpu else [False]  # the pipeline's own first
+    compiles = [False, True] if (on_gpu if compile_models is None else compile_models) else [False]
+    monitor = preset_params(names[0], "fp32", None).train.monitor_subset
 
-    generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=generator)
-    labels = torch.randint(0, 10, (n,), generator=generator)
-    data = TrainData(images=images.to(target), labels=labels.to(target),
-                     monitor_images=images[:n_eval].to(target),
-                     monitor_labels=labels[:n_eval].to(target), dataset="synthetic",
-                     num_classes=10)
-    results = [bench_config(name, precision, layout, compiled, data, target, repeats,
-                            batch_size)
-               for name, precision, layout, compiled
-               in itertools.product(names, precisions, layouts, compiles)]
+    def images_for(name: str) -> int:
+        return n or (256 if small else GPU_IMAGES.get(name, GPU_DEFAULT_IMAGES))
+
     report = {
         "benchmark": "gpu_throughput", "device": _device_name(target),
-        "device_type": target.type, "torch": torch.__version__, "commit": _commit(),
-        "threads": torch.get_num_threads(), "small": small, "images": n,
-        "eval_images": n_eval, "batch_size": batch_size, "repeats": repeats,
-        "image_shape": [3, 32, 32], "results": results, "paper_run_projection": projection(results),
+        "device_type": target.type, "torch": torch.__version__, "torch_cuda": torch.version.cuda,
+        "commit": _commit(), "threads": torch.get_num_threads(), "small": small,
+        "images": {name: images_for(name) for name in names}, "eval_images": n_eval,
+        "image_shape": list(IMAGE_SHAPE), "classes": CLASSES, "synthetic": True,
+        "repeats": repeats, "preset": str(PAPER_PRESET.relative_to(ROOT)),
+        "batch_size": batch_size or preset_params(names[0], "fp32", None).train.batch_size,
+        "results": [], "paper_run_projection": None,
     }
-    text = json.dumps(report, indent=2)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-    print(text)
+
+    def write() -> str:
+        text = json.dumps(report, indent=2)
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(text + "\n")
+        return text
+
+    data: TrainData | None = None
+    for name, precision, layout, compiled in itertools.product(names, precisions, layouts,
+                                                               compiles):
+        if data is None or data.images.shape[0] != images_for(name):
+            count = images_for(name)
+            data = synthetic_data(count, min(monitor, count), target)
+        report["results"].append(bench_config(name, precision, layout, compiled, data,
+                                               min(n_eval, data.images.shape[0]), target,
+                                               repeats, batch_size))
+        report["paper_run_projection"] = projection(report["results"])
+        write()
+        if compiled:
+            torch._dynamo.reset()  # the next configuration compiles afresh, memory freed
+    print(write())
 
 
 if __name__ == "__main__":

@@ -5,23 +5,22 @@ from __future__ import annotations
 import torch
 
 from part.errors import PartError
-from part.gpu_claim import claim_gpu, visible_gpu_ids
+from part.gpu_claim import auto_gpu_index
 
 DEVICES = ("auto", "cpu", "cuda")  # the values of the `device` param
 
 
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto`: the CPU without a GPU, the GPU where there is one, and where there are several a
-    free one that this process claims until it ends (part/gpu_claim.py), so that parallel jobs
-    (dvc queue start --jobs N) and torchrun's processes each get their own. A named device is
-    taken as it is."""
+    free one that this process claims until it ends, or cuda:LOCAL_RANK under a torchrun of
+    several processes per machine (part/gpu_claim.py), so that parallel jobs (dvc queue start
+    --jobs N) each get their own. A named device (cuda:N too) is taken as it is."""
     if name == "auto":
         if not torch.cuda.is_available():
             return torch.device("cpu")
-        count = torch.cuda.device_count()
-        if count == 1:
+        index = auto_gpu_index(torch.cuda.device_count())
+        if index is None:
             return torch.device("cuda")
-        index = claim_gpu(visible_gpu_ids(count))
         torch.cuda.set_device(index)
         return torch.device(f"cuda:{index}")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -1,5 +1,6 @@
 """bench/bench_gpu.py runs on the CPU (small sizes), through the pipeline's code, and prints the
-figures the README and the GPU targets read."""
+figures the README and the GPU targets read; the projection follows the paper preset's
+schedule."""
 
 from __future__ import annotations
 
@@ -10,14 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_gpu import CIFAR_TRAIN, projection  # noqa: E402
-
-FIGURES = ("at_images_per_s", "part_images_per_s", "part_over_at", "masks_per_s",
-           "pgd20_images_per_s")
+from bench_gpu import CIFAR_TRAIN, FIGURES, PAPER_PRESET, projection  # noqa: E402
 
 
 def test_the_cpu_run_prints_every_figure(tmp_path):
@@ -29,20 +28,43 @@ def test_the_cpu_run_prints_every_figure(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)})  # this checkout's part, not another's
     report = json.loads(result.stdout)
     assert report == json.loads(out.read_text())
-    assert report["device_type"] == "cpu" and report["small"] is True
-    assert (report["images"], report["eval_images"]) == (64, 16)
+    assert report["device_type"] == "cpu" and report["small"] is True and report["device"]
+    assert report["images"] == {"cnn_small": 64} and report["eval_images"] == 16
+    assert report["image_shape"] == [3, 32, 32] and report["classes"] == 10
     assert report["torch"] and report["commit"]
     (row,) = report["results"]
+    assert "errors" not in row, row["errors"]
     assert row["model"] == "cnn_small" and row["precision"] == "fp32"
-    assert all(row[key] > 0 for key in FIGURES)
+    assert all(row[figure] > 0 for figure in (*FIGURES, "part_over_at"))
+    assert report["paper_run_projection"] is None  # no resnet18 row to project from
 
 
-def test_the_projection_is_the_papers_schedule_at_the_fastest_resnet18_configuration():
-    rows = [{"model": "resnet18", "precision": p, "channels_last": False, "compile": False,
-             "at_images_per_s": at, "part_images_per_s": part}
-            for p, at, part in (("fp32", 1000.0, 900.0), ("bf16", 5000.0, 4900.0))]
+def _row(precision: str, at: float, part: float, masks: float = 10 * CIFAR_TRAIN,
+         monitor: float = 1e9) -> dict:
+    return {"model": "resnet18", "precision": precision, "channels_last": True,
+            "compile": False, "at_images_per_s": at, "part_images_per_s": part,
+            "masks_per_s": masks, "monitor_images_per_s": monitor, "pgd20_images_per_s": 1.0}
+
+
+def test_the_projection_is_the_presets_schedule_at_the_fastest_resnet18_configuration():
+    preset = yaml.safe_load(PAPER_PRESET.read_text())
+    assert preset["mask"]["refresh_every"] == 1  # every PART epoch refreshes its masks
+    burn_in, part_epochs = preset["burn_in_epochs"], preset["epochs"] - preset["burn_in_epochs"]
+    rows = [_row("fp32", 1000.0, 900.0), _row("bf16", 5000.0, 4900.0)]
     projected = projection(rows)
     assert projected["configuration"]["precision"] == "bf16"
-    expected = (20 * CIFAR_TRAIN / 5000 + 60 * CIFAR_TRAIN / 4900) / 60
-    assert projected["minutes"] == pytest.approx(expected, abs=0.05)
-    assert projection([{**rows[0], "model": "cnn_small"}]) is None
+    assert projected["mask_refreshes"] == part_epochs
+    expected = (burn_in * CIFAR_TRAIN / 5000 + part_epochs * CIFAR_TRAIN / 4900) / 60
+    assert projected["minutes"] == pytest.approx(expected, abs=0.05)  # monitor ~free here
+
+
+def test_the_projection_counts_the_monitor_and_skips_incomplete_or_other_rows():
+    preset = yaml.safe_load(PAPER_PRESET.read_text())
+    slow_monitor = _row("bf16", 5000.0, 5000.0, monitor=preset["train"]["monitor_subset"] / 6)
+    fast = projection([slow_monitor])["minutes"]
+    assert fast == pytest.approx(80 * CIFAR_TRAIN / 5000 / 60 + preset["epochs"] * 6 / 60,
+                                 abs=0.05)
+    failed = {key: value for key, value in _row("tf32", 9e9, 9e9).items()
+              if key != "masks_per_s"}  # a figure that failed: not a candidate
+    assert projection([slow_monitor, failed])["configuration"]["precision"] == "bf16"
+    assert projection([{**slow_monitor, "model": "cnn_small"}]) is None
