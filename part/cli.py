@@ -47,15 +47,17 @@ def info() -> None:
     import torchvision
 
     from part.data.sources import SOURCES, find_source_root
-    from part.device import resolve_device
 
     table = Table(title="part", show_header=False)
     table.add_row("part", __version__)
     table.add_row("python", platform.python_version())
     table.add_row("torch", torch.__version__)
     table.add_row("torchvision", torchvision.__version__)
-    table.add_row("device (auto)", str(resolve_device("auto")))
     cuda = torch.cuda.is_available()
+    # Described, not resolved: resolving `auto` on a machine of several GPUs claims one.
+    gpus = torch.cuda.device_count() if cuda else 0
+    table.add_row("device (auto)", "cpu" if not gpus else "cuda" if gpus == 1 else
+                  f"a free one of {gpus} GPUs, claimed per process (part/gpu_claim.py)")
     table.add_row("CUDA", f"{torch.version.cuda} ({torch.cuda.get_device_name(0)})" if cuda
                   else f"not available (build: {torch.version.cuda or 'cpu'})")
     for source in SOURCES:
