@@ -1,0 +1,1 @@
+"""The pipeline's stages: one thin Typer command per DVC stage over the part package."""
