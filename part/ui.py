@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,7 +12,13 @@ from rich.console import Console
 
 from part.errors import PartError
 
+# A log file (DVC's output, CI) has no width; at rich's default of 80 columns a progress row
+# (run, bar, count, loss and accuracies, times) would be cut to "4… 0:…". COLUMNS still rules.
+LOG_WIDTH = 160
+
 console = Console(stderr=True, highlight=False)
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    console.width = LOG_WIDTH
 stdout = Console(highlight=False)
 
 F = TypeVar("F", bound=Callable[..., Any])
