@@ -13,7 +13,18 @@ import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from part.errors import PartError
+
 TEMP_SUFFIX = ".tmp"
+
+
+class WriteError(OSError, PartError):
+    """A file could not be written (a full disk, a file-size limit, permissions). An OSError, so
+    that a caller's `except OSError` still sees it; a PartError, so that a command reports it as
+    one message naming the file (not its temporary) and exits 2."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 def new_file_mode() -> int:
@@ -61,10 +72,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on failure it goes.
 
     The temporary is fsynced before the rename and the directory after it, so a crash leaves
-    either the old file or the complete new one.
+    either the old file or the complete new one. An OSError while writing becomes a WriteError
+    that names `path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _write_error(path, error) from None
     _remove_stale_temporaries(path)
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
@@ -73,9 +88,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         _fsync(temp)
         os.replace(temp, path)
         _fsync(path.parent, directory=True)
+    except WriteError:
+        raise
+    except OSError as error:
+        raise _write_error(path, error) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
+
+
+def _write_error(path: Path, error: OSError) -> WriteError:
+    reason = error.strerror or str(error)
+    kept = " (its previous version is kept)" if path.exists() else ""
+    return WriteError(error.errno, f"cannot write {path}: {reason}{kept}; free some disk space "
+                      "or fix the directory's permissions, then run the command again")
 
 
 @contextlib.contextmanager

@@ -200,3 +200,14 @@ def describe(value: Any) -> str:
     if isinstance(value, Tensor):
         return f"tensor of shape {tuple(value.shape)} and dtype {value.dtype}"
     return type(value).__name__
+
+
+def __getattr__(name: str) -> Any:
+    """`importance_mask` moved to part.mask_rules; it stays importable from here, where the
+    public API (README, "Public API") has always named it. Imported on first use because
+    part.mask_rules itself imports this module."""
+    if name == "importance_mask":
+        from part.mask_rules import importance_mask
+
+        return importance_mask
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from part import __version__
+from part.atomic import WriteError
 from part.errors import PartError
 from part.hashing import json_default, json_sha256, tensors_digest
 from part.models import ModelError, build_model
@@ -189,6 +190,8 @@ def save_checkpoint(path: PathLike, model: nn.Module, meta: Mapping[str, Any],
     metadata[DIGEST_KEY] = tensors_digest(tensors)
     try:
         write_safetensors(path, tensors, metadata)
+    except WriteError:  # already names the file and the fix
+        raise
     except OSError as err:
         raise CheckpointError(f"{where}: {err}; check free disk space and permissions") from err
     return path

@@ -4,8 +4,11 @@ The attacks and their keys are `part.attack_suite`'s registry; AutoAttack runs t
 `part.autoattack`.
 
 Every attack runs on the first ``n_<key>`` test examples (the same first examples for all), so
-the per-example correctness vectors line up; ``worst_case`` counts an example as robust only if
-it survives every attack that ran on it, over the first ``n_worst_case = min(n_<key>)`` examples.
+the per-example correctness vectors line up. ``worst_case`` counts an example as robust only if
+it survives every attack but AutoAttack, over every example they all ran on (``n_worst_case``,
+the smallest of their ``n_<key>``); ``worst_case_autoattack`` adds AutoAttack, over the
+AutoAttack subset (``n_worst_case_autoattack``). AutoAttack usually runs on fewer examples, and
+a worst case over its subset alone would drop every other example from the headline figure.
 
 Evaluation runs in full precision (no autocast), with the model in eval mode and its parameters
 frozen; bf16 logits can hide a few successful attacks near the decision boundary, and evaluation
@@ -24,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from part.atomic import atomic_write_text
+from part.atomic import WriteError, atomic_write_text
 from part.attack_suite import (
     ATTACKS,
     AUTOATTACK,
@@ -54,6 +57,7 @@ __all__ = [
     "library_versions",
     "rescore_adversarial",
     "worst_case_correctness",
+    "worst_cases",
     "write_adversarial",
     "write_metrics",
     "write_outcomes",
@@ -207,13 +211,29 @@ def attack_correctness(model: nn.Module, images: Tensor, labels: Tensor, attack:
                                     batch_size, lambda _: None)
 
 
+WORST_CASE = "worst_case"
+WORST_CASE_AUTOATTACK = "worst_case_autoattack"
+
+
 def worst_case_correctness(correct: Mapping[str, Tensor]) -> Tensor:
-    """An example is robust only if it survives every attack; over the first min(n) examples."""
+    """An example is robust only if it survives every attack given; over the first min(n)
+    examples (every attack ran on those)."""
     if not correct:
         raise EvaluationError("worst case needs at least one attack's results")
     count = min(vector.shape[0] for vector in correct.values())
     vectors = [vector[:count] for vector in correct.values()]
     return torch.stack(vectors).all(dim=0)
+
+
+def worst_cases(correct: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """`worst_case` over every attack but AutoAttack (every example they all ran on; AutoAttack
+    alone where it is the only attack) and, where AutoAttack ran beside others,
+    `worst_case_autoattack` over every attack on the AutoAttack subset."""
+    others = {name: vector for name, vector in correct.items() if name != AUTOATTACK}
+    found = {WORST_CASE: worst_case_correctness(others or correct)}
+    if others and AUTOATTACK in correct:
+        found[WORST_CASE_AUTOATTACK] = worst_case_correctness(correct)
+    return found
 
 
 def _rng_devices(device: torch.device) -> list[int]:
@@ -270,7 +290,9 @@ def evaluate_model(
     `adversarial`, see write_adversarial); they take 4 bytes per pixel of every example.
 
     Returns {key: accuracy in [0,1], n_<key>, seconds_<key>} for each attack, plus worst_case,
-    n_worst_case, eps, step_size, steps, seed, the library versions, and for AutoAttack
+    n_worst_case (and worst_case_autoattack, n_worst_case_autoattack where AutoAttack ran beside
+    other attacks), n_test (the examples given), eps, step_size, steps, seed, the library
+    versions, and for AutoAttack
     autoattack_reported (the package's own verdict), autoattack_package, autoattack_version and
     autoattack_seed.
     """
@@ -317,16 +339,18 @@ def evaluate_model(
             _synchronize(device)
             seconds[name] = time.perf_counter() - started
 
-    worst = worst_case_correctness(correct)
-    outcomes = {name: vector.cpu() for name, vector in correct.items()}
-    metrics = Metrics(outcomes={**outcomes, "worst_case": worst.cpu()},
+    worst = worst_cases(correct)
+    outcomes = {name: vector.cpu() for name, vector in {**correct, **worst}.items()}
+    metrics = Metrics(outcomes=outcomes,
                       adversarial={name: x.cpu() for name, x in kept.items()},
                       labels=labels[:max(counts.values())].cpu() if kept else None)
     for name in names:
         metrics[name] = float(correct[name].sum()) / counts[name]
         metrics[f"n_{name}"] = counts[name]
-    metrics["worst_case"] = float(worst.sum()) / worst.shape[0]
-    metrics["n_worst_case"] = int(worst.shape[0])
+    for name, vector in worst.items():
+        metrics[name] = float(vector.sum()) / vector.shape[0]
+        metrics[f"n_{name}"] = int(vector.shape[0])
+    metrics["n_test"] = total
     metrics.update({f"seconds_{name}": round(seconds[name], 3) for name in names})
     metrics.update(eps=float(eps), step_size=float(step_size), steps=steps, seed=seed,
                    attacks=list(names), **extras, versions=library_versions())
@@ -388,8 +412,9 @@ def evaluate_checkpoint(
     The architecture comes from the checkpoint's metadata; it must fit the data (channels, image
     size, classes, data set). eps defaults to the checkpoint's training eps, step_size to eps/4.
     `expect` (metadata key -> value) is checked as load_checkpoint does. The metrics gain the
-    checkpoint's model, method, variant, dataset, eps_low, epoch, training eps and seed, and the
-    paths.
+    checkpoint's model, method, variant, dataset, eps_low, epoch, training eps and seed, its
+    training and monitor counts (and for a best checkpoint where its epoch was selected), the
+    paths and the checkpoint's sha256 (so that its figures can never be attached to another).
     """
     from part.checkpoint import load_checkpoint, read_metadata
     from part.data.prepared import load_prepared
@@ -413,13 +438,19 @@ def evaluate_checkpoint(
                              batch_size=batch_size, seed=seed, device=device, masks=masks,
                              autoattack_version=autoattack_version,
                              keep_adversarial=keep_adversarial, progress=progress)
+    from part.hashing import file_sha256
+
     provenance = {key: meta.get(key) for key in ("model", "method", "variant", "dataset",
-                                                 "eps_low", "epoch")}
-    if "selected_by" in meta:  # a best checkpoint: say which epoch was scored and why
-        provenance["selected_by"] = meta["selected_by"]
+                                                 "eps_low", "epoch", "train_examples",
+                                                 "monitor_split")}
+    for key in ("selected_by", "selected_on"):  # a best checkpoint: which epoch, chosen where
+        if key in meta:
+            provenance[key] = meta[key]
     return metrics.carried_by({**metrics, **provenance, "train_eps": meta.get("eps"),
                                "train_seed": meta.get("seed"),
-                               "checkpoint": str(checkpoint), "data": str(data)})
+                               "checkpoint": str(checkpoint),
+                               "checkpoint_sha256": file_sha256(checkpoint),
+                               "data": str(data)})
 
 
 def settings_from_params(params: Params) -> dict[str, Any]:
@@ -458,6 +489,8 @@ def _write_json(path: str | Path, content: Mapping[str, Any], what: str) -> Path
     path = Path(path)
     try:
         atomic_write_text(path, json.dumps(dict(content), indent=2) + "\n")
+    except WriteError:  # already names the file and the fix
+        raise
     except OSError as error:
         raise EvaluationError(f"cannot write {what} to {path}: {error}; check the directory "
                               "exists or can be created, and its permissions") from None
@@ -484,6 +517,8 @@ def write_outcomes(path: str | Path, metrics: Metrics) -> Path:
     try:
         return write_safetensors(path, {key: vector.contiguous()
                                         for key, vector in metrics.outcomes.items()}, meta)
+    except WriteError:  # already names the file and the fix
+        raise
     except OSError as error:
         raise EvaluationError(f"cannot write outcomes to {path}: {error}; check the directory "
                               "and its permissions") from None
@@ -508,6 +543,8 @@ def write_adversarial(path: str | Path, metrics: Metrics) -> Path:
             "order": "the first n_<key> examples of the test set, in order; labels are theirs"}
     try:
         return write_safetensors(path, tensors, meta)
+    except WriteError:  # already names the file and the fix
+        raise
     except OSError as error:
         raise EvaluationError(f"cannot write adversarial examples to {path}: {error}; check the "
                               "directory and its permissions") from None
@@ -541,7 +578,7 @@ def rescore_adversarial(model: nn.Module, path: str | Path, *, batch_size: int =
                                                  adversary("natural", DEFAULT_SCORING),
                                                  batch_size, lambda _: None)
     results: dict[str, Any] = {"attacks": list(names)}
-    for name, vector in {**correct, "worst_case": worst_case_correctness(correct)}.items():
+    for name, vector in {**correct, **worst_cases(correct)}.items():
         results[name] = float(vector.sum()) / vector.shape[0]
         results[f"n_{name}"] = int(vector.shape[0])
     return results

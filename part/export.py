@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from part.atomic import atomic_paths
+from part.atomic import WriteError, atomic_paths
 from part.errors import PartError
 
 EXPORT_FORMATS = ("robustbench",)
@@ -33,12 +33,31 @@ def _percent(value: float | None) -> str | None:
     return None if value is None else f"{100 * value:.2f}"
 
 
-def _check_metrics_fit(metrics: Mapping[str, Any], meta: Mapping[str, Any], where: str) -> None:
-    for key in ("model", "dataset", "method", "epoch"):
-        if key in metrics and metrics[key] != meta.get(key):
-            raise ExportError(
-                f"{where}: {key} is {metrics[key]!r} but the checkpoint's is {meta.get(key)!r}; "
-                "give the metrics file written for this checkpoint (metrics/<variant>-<seed>.json)")
+def _check_metrics_fit(metrics: Mapping[str, Any], checkpoint: Path, where: str) -> None:
+    """The metrics must be those of this very checkpoint: its sha256, which the evaluation
+    recorded, and nothing weaker (model, method and epoch agree between seeds and variants)."""
+    from part.hashing import file_sha256
+
+    recorded = metrics.get("checkpoint_sha256")
+    if recorded is None:
+        raise ExportError(f"{where} records no checkpoint_sha256, so nothing says which weights "
+                          f"it scored; evaluate {checkpoint} again (dvc repro, or part-cli "
+                          "evaluate --json) and export with that file")
+    if recorded != file_sha256(checkpoint):
+        raise ExportError(f"{where} scored another checkpoint (sha256 {recorded[:12]}…), not "
+                          f"{checkpoint}; give the metrics file written for this checkpoint "
+                          "(metrics/<variant>-<seed>.json of the same run)")
+
+
+def _footnote(meta: Mapping[str, Any], metrics: Mapping[str, Any]) -> str | None:
+    """What a reader must know beside the figures, as RobustBench's own footnotes say it."""
+    notes = []
+    n_aa, n_test = metrics.get("n_autoattack"), metrics.get("n_test")
+    if n_aa is not None and n_test is not None and n_aa < n_test:
+        notes.append(f"AutoAttack accuracy on the first {n_aa} of the {n_test} test examples")
+    if meta.get("selected_on") == "test":
+        notes.append("the epoch was selected on test examples (data.val_subset: 0)")
+    return "; ".join(notes) + "." if notes else None
 
 
 def model_info(meta: Mapping[str, Any], name: str,
@@ -49,6 +68,8 @@ def model_info(meta: Mapping[str, Any], name: str,
     from part.frontier import budget_text
 
     metrics = metrics or {}
+    # The accuracies were measured at the evaluation's eps, which need not be the training eps.
+    eps = float(metrics["eps"]) if "eps" in metrics else float(meta["eps"])
     return {
         "name": name,
         "link": "",
@@ -59,17 +80,21 @@ def model_info(meta: Mapping[str, Any], name: str,
         "dataset": meta["dataset"],
         "architecture": meta["model"],
         "threat_model": THREAT_MODEL,
-        "eps": budget_text(float(meta["eps"])),
+        "eps": budget_text(eps),
         "clean_acc": _percent(metrics.get("natural")),
         "n_clean": metrics.get("n_natural"),
         "autoattack_acc": _percent(metrics.get("autoattack")),
         "n_autoattack": metrics.get("n_autoattack"),
         "autoattack_package": metrics.get("autoattack_package"),
         "reported": "",
+        "footnote": _footnote(meta, metrics),
         "method": meta.get("method"),
         "variant": meta.get("variant"),
+        "train_eps": budget_text(float(meta["eps"])),
         "eps_low": meta.get("eps_low"),
         "epoch": meta.get("epoch"),
+        "train_examples": meta.get("train_examples"),
+        "selected_on": meta.get("selected_on"),
         "part_version": meta.get("part_version"),
     }
 
@@ -97,7 +122,7 @@ def export_robustbench(checkpoint: str | Path, out_dir: str | Path, *, name: str
         if not isinstance(found, dict):
             raise ExportError(f"{metrics}: not a metrics object; give the JSON the evaluate stage "
                               "writes")
-        _check_metrics_fit(found, meta, str(metrics))
+        _check_metrics_fit(found, checkpoint, str(metrics))
     state = {key: tensor.detach().cpu().contiguous() for key, tensor in
              model.state_dict().items()}
     weights = io.BytesIO()
@@ -108,6 +133,8 @@ def export_robustbench(checkpoint: str | Path, out_dir: str | Path, *, name: str
         with atomic_paths(targets) as (weights_tmp, info_tmp):
             weights_tmp.write_bytes(weights.getvalue())
             info_tmp.write_text(info)
+    except WriteError:  # already names the file and the fix
+        raise
     except OSError as error:
         raise ExportError(f"cannot write into {out_dir}: {error}; check that it can be created "
                           "and its permissions") from None

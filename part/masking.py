@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from part import __version__
+from part.atomic import WriteError
 from part.cam import cam
 from part.errors import PartError
 from part.eval_mode import eval_mode
@@ -76,6 +77,8 @@ def save_masks(path: str | Path, masks: Tensor, settings: MaskSettings, source: 
     }
     try:
         return write_safetensors(path, {"masks": masks}, metadata)
+    except WriteError:  # already names the file and the fix
+        raise
     except OSError as error:
         raise MaskFileError(f"cannot write masks to {path}: {error}; check free disk space and "
                             "permissions") from None

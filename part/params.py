@@ -54,6 +54,9 @@ def parse_budget(value: Any, key: str) -> float:
 class DataParams:
     root: str | None = None  # a local copy of the source data set; None searches the defaults
     train_subset: int | None = None  # seeded, class-balanced subset of the training split
+    # Held out of the training split first (class-balanced, seeded by `seed`), never trained on:
+    # the per-epoch monitor and the best epoch use it. 0: none, the monitor uses the test set.
+    val_subset: int = 1000
     test_subset: int | None = None
     seed: int = 0  # picks the subsets (and the monitor examples): the same for every training seed
     download: bool = True  # try a download where the data set is missing and a network exists
@@ -80,7 +83,7 @@ class TrainParams:
     steps: int = 10
     beta: float = 6.0  # TRADES / MART regulariser weight
     augment: str = "auto"
-    monitor_subset: int = 500  # fixed test examples for the per-epoch clean / PGD accuracy
+    monitor_subset: int = 500  # fixed validation examples for the per-epoch clean / PGD accuracy
     monitor_steps: int = 10
     random_start: str = "budget"  # budget: draws within each pixel's budget; paper: U(-eps, eps)
     precision: str = "tf32"  # fp32 | tf32 | bf16 on CUDA; the CPU always runs fp32
@@ -120,7 +123,8 @@ class Params:
     epochs: int = 10
     burn_in_epochs: int = 3
     seeds: tuple[int, ...] = (0,)  # one burn-in, masks and set of variants per seed
-    variants: tuple[str, ...] = ("baseline", "part")
+    variants: tuple[str, ...] = ("baseline", "part")  # trained on their own (`train` stages)
+    controls: tuple[str, ...] = ()  # follow part's recorded trace (`control` stages)
     seed: int = 0  # the seed of the run at hand: one of `seeds`, set by the stage (for_seed)
     device: str = "auto"
     data: DataParams = field(default_factory=DataParams)
@@ -128,6 +132,11 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     eval: EvalParams = field(default_factory=EvalParams)
     distributed: DistributedParams = field(default_factory=DistributedParams)
+
+    @property
+    def runs(self) -> tuple[str, ...]:
+        """Every variant trained for each seed: `variants`, then `controls`."""
+        return self.variants + self.controls
 
     @property
     def eval_eps(self) -> float:
@@ -151,7 +160,7 @@ class Params:
         """The params that decide one run's result: the lists of seeds and variants only say
         which runs exist, so adding a seed or a variant changes no other run."""
         tree = self.to_dict()
-        del tree["seeds"], tree["variants"]
+        del tree["seeds"], tree["variants"], tree["controls"]
         return tree
 
     def section_hash(self, *keys: str) -> str:
@@ -189,8 +198,10 @@ _CHOICES: dict[str, tuple[str, str]] = {
 }
 _LISTS_OF_CHOICES: dict[str, tuple[str, str]] = {
     "eval.attacks": ("part.attack_suite", "ATTACKS"),
-    "variants": ("part.variants", "VARIANTS"),
+    "variants": ("part.variants", "INDEPENDENT"),
+    "controls": ("part.variants", "CONTROLS"),
 }
+_MAY_BE_EMPTY = {"controls"}
 
 
 def allowed_values(key: str) -> tuple[str, ...]:
@@ -213,7 +224,7 @@ _POSITIVE_INTS = {
     "eval.n",
     "distributed.nproc_per_node",
 }
-_NON_NEGATIVE_INTS = {"seed", "data.seed", "mask.refresh_every", "train.steps",
+_NON_NEGATIVE_INTS = {"seed", "data.seed", "data.val_subset", "mask.refresh_every", "train.steps",
                       "train.monitor_steps", "eval.steps", "eval.seed"}
 _NON_NEGATIVE_FLOATS = {"train.lr", "train.momentum", "train.weight_decay", "train.beta",
                         "train.lr_gamma"}
@@ -221,12 +232,22 @@ _NON_NEGATIVE_FLOATS = {"train.lr", "train.momentum", "train.weight_decay", "tra
 
 def _list_of_choices(key: str, value: Any, allowed: tuple[str, ...] | None) -> tuple[str, ...]:
     """The list `value` of key; with `allowed`, every item must be one of them."""
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, (list, tuple)) or not items:
+    items = value.split(",") if isinstance(value, str) and value.strip() else value
+    if isinstance(value, str) and not value.strip():
+        items = []
+    if not isinstance(items, (list, tuple)) or (not items and key not in _MAY_BE_EMPTY):
         raise ParamsError(f"{key}: give a list"
                           + (f" drawn from {', '.join(allowed)}" if allowed else " of names"))
     items = tuple(str(item).strip() for item in items)
     unknown = [item for item in items if allowed is not None and item not in allowed]
+    if key == "variants" and allowed is not None:
+        from part.variants import CONTROLS
+
+        controls = [item for item in unknown if item in CONTROLS]
+        if controls:
+            raise ParamsError(f"variants: {', '.join(controls)} follow part's recorded budget "
+                              "trace, so they train after it: list them under `controls` "
+                              f"(controls: [{', '.join(controls)}]) instead")
     if unknown:
         raise ParamsError(f"{key}: unknown {', '.join(unknown)}; allowed: {', '.join(allowed)}")
     return items
@@ -257,6 +278,8 @@ def _convert(key: str, value: Any, annotation: str, checked: Callable[[str], boo
             if BASELINE not in items or len(set(items)) != len(items):
                 raise ParamsError(f"variants: list each variant once and include {BASELINE} "
                                   f"(every comparison is paired with it), got {list(items)}")
+        if key == "controls" and len(set(items)) != len(items):
+            raise ParamsError(f"controls: list each control once, got {list(items)}")
         return items
     if key == "seeds":
         if not isinstance(value, (list, tuple)) or not value or not all(
@@ -354,6 +377,9 @@ def _check_relations(p: Params) -> None:
             f"train.batch_size ({p.train.batch_size}) must be at least distributed."
             f"nproc_per_node ({p.distributed.nproc_per_node}): each process trains on a share "
             "of every batch")
+    if p.controls and "part" not in p.variants:
+        raise ParamsError(f"controls ({', '.join(p.controls)}) follow part's recorded budget "
+                          "trace: add part to `variants`, or set controls: []")
     if p.train.steps == 0:
         raise ParamsError("train.steps: adversarial training needs at least 1 PGD step")
 

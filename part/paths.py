@@ -13,10 +13,12 @@ from pathlib import Path
 RAW_DIR = Path("data/raw")  # where a data set is looked for, and downloaded to, by default
 PREPARED_DIR = Path("data/prepared")
 TRAIN_SET = PREPARED_DIR / "train.safetensors"
+VAL_SET = PREPARED_DIR / "val.safetensors"  # held out of the training split (data.val_subset)
 TEST_SET = PREPARED_DIR / "test.safetensors"
 MODELS_DIR = Path("models")
 MASKS_DIR = Path("masks")
 BUDGETS_DIR = Path("budgets")
+TRACES_DIR = Path("traces")  # each training run's budget trace; the controls follow PART's
 METRICS_DIR = Path("metrics")
 TRAINING_LOG_DIR = Path("dvclive")  # one DVCLive directory per training run
 REPORTS_DIR = Path("reports")
@@ -87,6 +89,11 @@ def training_log_metrics(name: str) -> Path:
 
 def training_log_plots(name: str) -> Path:
     return training_log_dir(name) / "plots" / "metrics"
+
+
+def trace_path(variant: str, seed: int) -> Path:
+    """A training run's budget trace (part/budget_trace.py)."""
+    return TRACES_DIR / f"{run_name(variant, seed)}.safetensors"
 
 
 def budget_spec_path(variant: str) -> Path:

@@ -22,6 +22,7 @@ from part.paths import (
     TEST_SET,
     TRADEOFF_PLOT,
     TRAIN_SET,
+    VAL_SET,
     best_model_path,
     budget_spec_path,
     burnin_path,
@@ -33,6 +34,7 @@ from part.paths import (
     run_name,
     scored_model_path,
     timings_path,
+    trace_path,
     training_log_dir,
 )
 from part.ui import console
@@ -43,12 +45,14 @@ if TYPE_CHECKING:
 
 
 def check_variant(variant: str, params: Params) -> None:
-    from part.variants import VARIANTS
+    from part.variants import CONTROLS, VARIANTS
 
     if variant not in VARIANTS:
         raise PartError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
-    if variant not in params.variants:
-        raise PartError(f"variant {variant!r} is not in `variants` ({', '.join(params.variants)})"
+    key = "controls" if variant in CONTROLS else "variants"
+    listed = params.controls if variant in CONTROLS else params.variants
+    if variant not in listed:
+        raise PartError(f"variant {variant!r} is not in `{key}` ({', '.join(listed) or 'empty'})"
                         " in params.yaml; add it there")
 
 
@@ -104,6 +108,7 @@ def run_prepare(params: Params) -> dict:
 
     summary = prepare_dataset(params.dataset, PREPARED_DIR, root=params.data.root,
                               train_subset=params.data.train_subset,
+                              val_subset=params.data.val_subset,
                               test_subset=params.data.test_subset, seed=params.data.seed,
                               download=params.data.download)
     console.print(f"prepared {params.dataset}: {summary}")
@@ -115,16 +120,23 @@ def load_train_data(params: Params, device) -> TrainData:
     from part.train import TrainData, monitor_subset
 
     train = load_prepared(TRAIN_SET, device=device)
-    test = load_prepared(TEST_SET, device=device)
     if train.meta["dataset"] != params.dataset:
         raise PartError(
             f"{TRAIN_SET} holds {train.meta['dataset']!r} but params.yaml asks for "
             f"{params.dataset!r}; run `dvc repro prepare`"
         )
-    chosen = monitor_subset(test.labels, params.train.monitor_subset, params.data.seed)
+    # The monitor (and so the best epoch) runs on the validation split held out of the training
+    # set; only with data.val_subset: 0 on the test subset, as the paper code does.
+    split_name, path = ("validation", VAL_SET) if params.data.val_subset else ("test", TEST_SET)
+    monitor = load_prepared(path, device=device)
+    if monitor.meta["dataset"] != params.dataset or len(monitor) == 0:
+        raise PartError(f"{path} does not hold the {split_name} split of {params.dataset} that "
+                        "params.yaml asks for; run `dvc repro prepare`")
+    chosen = monitor_subset(monitor.labels, params.train.monitor_subset, params.data.seed)
     return TrainData(images=train.images, labels=train.labels,
-                     monitor_images=test.images[chosen], monitor_labels=test.labels[chosen],
-                     dataset=params.dataset, num_classes=int(train.meta["num_classes"]))
+                     monitor_images=monitor.images[chosen], monitor_labels=monitor.labels[chosen],
+                     dataset=params.dataset, num_classes=int(train.meta["num_classes"]),
+                     monitor_split=split_name)
 
 
 def run_burnin(params: Params, *, show_progress: bool = True) -> list[dict]:
@@ -176,7 +188,7 @@ def run_masks(params: Params) -> float:
 def run_train(params: Params, variant: str, *, show_progress: bool = True) -> list[dict]:
     from part.device import resolve_device
     from part.train import RunSpec, train_run
-    from part.variants import uses_cam
+    from part.variants import PART, follows_part, uses_cam
 
     check_variant(variant, params)
     _check_budget_spec(params, variant)
@@ -187,9 +199,11 @@ def run_train(params: Params, variant: str, *, show_progress: bool = True) -> li
     spec = RunSpec(name=name, variant=variant, first_epoch=params.burn_in_epochs + 1,
                    last_epoch=params.epochs, init_checkpoint=burnin_path(params.seed),
                    mask_settings=mask_settings(params) if reweighted else None,
-                   refresh_every=params.mask.refresh_every if reweighted else 0)
+                   refresh_every=params.mask.refresh_every if reweighted else 0,
+                   follows=trace_path(PART, params.seed) if follows_part(variant) else None)
     return train_run(params, spec, data, device, out_path=model_path(variant, params.seed),
                      best_path=best_model_path(variant, params.seed),
+                     trace_path=trace_path(variant, params.seed),
                      log_dir=training_log_dir(name), state_dir=STATE_DIR,
                      timings_path=timings_path("train", name), show_progress=show_progress)
 
@@ -211,8 +225,8 @@ def run_report(params: Params) -> Path:
     from part.report import write_report
     from part.study import load_study_inputs, study
 
-    inputs = load_study_inputs(params.seeds, params.variants, metrics_path, outcomes_path)
-    summary = study(inputs, params.seeds, params.variants)
+    inputs = load_study_inputs(params.seeds, params.runs, metrics_path, outcomes_path)
+    summary = study(inputs, params.seeds, params.runs)
     path = write_report(REPORT, STUDY, TRADEOFF_PLOT, summary, params)
     console.print(f"wrote {path}, {STUDY} and {TRADEOFF_PLOT}")
     return path

@@ -18,14 +18,16 @@ from part.variants import BASELINE
 
 LABELS = {"natural": "Natural", "fgsm": "FGSM", "pgd20": "PGD-20", "cw20": "CW-inf-20",
           "mma": "MMA (paper)", "mma_max": "MMA-max", "pgd_unimportant": "PGD-20, unimportant",
-          "autoattack": "AutoAttack", "worst_case": "Worst case"}
+          "autoattack": "AutoAttack", "worst_case": "Worst case",
+          "worst_case_autoattack": "Worst case with AutoAttack"}
 FAMILY = {"at": "PART", "trades": "PART-T", "mart": "PART-M"}
 BASE = {"at": "AT", "trades": "TRADES", "mart": "MART"}
 VARIANT_NOTES = {
     "baseline": "the base method, uniform eps",
     "part": "eps on the CAM mask, eps_low elsewhere",
-    "uniform_matched": "uniform eps equal to PART's mean budget",
-    "random_mask": "PART's per-image counts of eps elements at random places",
+    "uniform_matched": "each epoch, uniform eps equal to PART's recorded mean budget of that epoch",
+    "random_mask": "each epoch, PART's recorded per-image, per-channel counts of eps elements "
+                   "at random places",
 }
 
 
@@ -114,11 +116,25 @@ def settings_table(params: Params) -> str:
             ("PGD training", f"{params.train.steps} steps of {params.train.step_size:.5g}"),
             ("optimiser", f"SGD lr {params.train.lr} momentum {params.train.momentum} "
                           f"wd {params.train.weight_decay}, {params.train.lr_schedule} schedule"),
-            ("training subset", str(params.data.train_subset or "all")),
+            ("training examples", str(params.data.train_subset or "all")
+             + (f" (after {params.data.val_subset} held out for validation)"
+                if params.data.val_subset else "")),
+            ("scored checkpoint", _scored_checkpoint(params)),
             ("evaluation eps / step", f"{params.eval_eps:.5g} / {params.eval_step_size:.5g}"),
             ("seeds", ", ".join(str(seed) for seed in params.seeds))]
     return "\n".join(["| setting | value |", "|---|---|"]
                      + [f"| {name} | {value} |" for name, value in rows])
+
+
+def _scored_checkpoint(params: Params) -> str:
+    if params.eval.checkpoint == "last":
+        return "the last epoch's"
+    if params.data.val_subset:
+        return (f"the best epoch's by PGD accuracy on "
+                f"{min(params.train.monitor_subset, params.data.val_subset)} validation "
+                "examples held out of the training set")
+    return (f"the best epoch's by PGD accuracy on {params.train.monitor_subset} TEST examples "
+            "(data.val_subset: 0): optimistic, the selection saw the test set")
 
 
 def write_report(path: str | Path, study_path: str | Path, plot_path: str | Path,
@@ -146,7 +162,9 @@ def write_report(path: str | Path, study_path: str | Path, plot_path: str | Path
         "exact McNemar p-value on that seed's paired per-example outcomes (no correction for "
         "the many comparisons).",
         mcnemar_table(study),
-        "Worst case: an example counts as robust only if it survives every attack that ran on it.",
+        "Worst case: an example counts as robust only if it survives every attack but "
+        "AutoAttack, over every test example they all ran on. Worst case with AutoAttack: "
+        "AutoAttack too, over the AutoAttack subset only (its n).",
         "## Settings",
         settings_table(params),
         f"![accuracy against robustness]({os.path.relpath(plot_path, path.parent)})",

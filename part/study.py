@@ -25,6 +25,7 @@ from part.errors import PartError
 from part.variants import BASELINE
 
 WORST_CASE = "worst_case"
+WORST_CASE_AUTOATTACK = "worst_case_autoattack"
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
 
@@ -173,7 +174,7 @@ def _sig(value: float) -> float:
 
 def _attacks(inputs: Mapping[tuple[str, int], Evaluated]) -> list[str]:
     shared = set.intersection(*(set(item.outcomes) for item in inputs.values()))
-    return [key for key in (*ATTACKS, WORST_CASE) if key in shared]
+    return [key for key in (*ATTACKS, WORST_CASE, WORST_CASE_AUTOATTACK) if key in shared]
 
 
 def study(inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int],

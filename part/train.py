@@ -1,12 +1,14 @@
 """The epoch loop shared by burn-in, baseline and PART training.
 
 A run continues an optimiser from a checkpoint (or starts fresh for the burn-in), trains one
-variant (part/variants.py): a uniform budget, or per-sample CAM masks computed from the starting
-model and refreshed from the current one. It checkpoints every completed epoch atomically and
-resumes from that checkpoint after an interruption. Each epoch is logged through DVCLive
+variant (part/variants.py): a uniform budget, per-sample CAM masks computed from the starting
+model and refreshed from the current one (PART), or PART's recorded budget trace (the controls,
+part/budget_trace.py); every run records its own trace. It checkpoints every completed epoch
+atomically and resumes from that checkpoint after an interruption. Each epoch is logged through DVCLive
 (part/training_log.py). Adversarial training overfits robustly late in training, so a run can
 also keep its best epoch (the highest PGD accuracy on the monitor subset; the earliest on a tie)
-beside the last.
+beside the last, chosen on the monitor split (the validation split held out of the training set
+by `data.val_subset`; the test subset only where that is 0).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import Tensor, nn
 from part import __version__
 from part.atomic import atomic_write_text
 from part.attacks import pgd
+from part.budget_trace import BudgetTrace, check_followable, load_trace, save_trace
 from part.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -59,20 +62,31 @@ from part.precision import autocast, effective_precision, numerics
 from part.progress import Display, RunningMeans, Task
 from part.training_log import TrainingLog
 from part.ui import console
-from part.variants import BASELINE, EpochBudget, epoch_budget, refreshed_masks, uses_cam
+from part.variants import (
+    BASELINE,
+    EpochBudget,
+    epoch_budget,
+    follows_part,
+    refreshed_masks,
+    trace_masks,
+    uses_cam,
+)
 
 BEST_BY = "test_pgd"  # the history column that picks the best epoch
 BEST_PREFIX = "best."  # the best epoch's weights inside a resume state
+TRACE_PREFIX = "trace."  # the run's budget trace so far inside a resume state
+MONITOR_SPLITS = ("validation", "test")  # where the per-epoch monitor (and the best epoch) runs
 
 
 @dataclass
 class TrainData:
     images: Tensor  # uint8 [N, C, H, W] on the training device
     labels: Tensor  # int64 [N]
-    monitor_images: Tensor  # uint8, a fixed test subset for the per-epoch clean and PGD accuracy
+    monitor_images: Tensor  # uint8, a fixed subset for the per-epoch clean and PGD accuracy
     monitor_labels: Tensor
     dataset: str
     num_classes: int
+    monitor_split: str = "validation"  # one of MONITOR_SPLITS: where monitor_images come from
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -88,6 +102,7 @@ class RunSpec:
     init_checkpoint: Path | None = None  # None builds a fresh model (the burn-in)
     mask_settings: MaskSettings | None = None  # how CAM masks are made, for the CAM variants
     refresh_every: int = 0  # 0: the masks of the starting model throughout
+    follows: Path | None = None  # a control: PART's budget trace, which it follows
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -95,6 +110,9 @@ class RunSpec:
                                        or self.init_checkpoint is None):
             raise ValueError(f"variant {self.variant} needs mask settings and a starting "
                              "checkpoint")  # a caller's bug, never a user's input
+        if follows_part(self.variant) != (self.follows is not None):
+            raise ValueError(f"variant {self.variant}: a control, and only a control, follows "
+                             "PART's trace")  # a caller's bug
 
 
 def _augmentation(params: Params) -> dict[str, Any]:
@@ -168,9 +186,40 @@ def _fingerprint(params: Params, spec: RunSpec, data: TrainData, device: torch.d
         "refresh_every": spec.refresh_every,
         "epochs": [spec.first_epoch, spec.last_epoch],
         "init": file_sha256(spec.init_checkpoint) if spec.init_checkpoint else None,
+        "follows": file_sha256(spec.follows) if spec.follows else None,
         "inputs": tensors_digest(inputs),
     }
     return json_sha256(parts)
+
+
+def _data_digest(data: TrainData) -> str:
+    return tensors_digest({"images": data.images, "labels": data.labels})
+
+
+def trace_meta(params: Params, data: TrainData, spec: RunSpec) -> dict[str, Any]:
+    """What a trace records of its run; MATCHED_KEYS of it must agree for a control to follow."""
+    return {"run": spec.name, "variant": spec.variant, "seed": params.seed, "eps": params.eps,
+            "eps_low": params.eps_low if uses_cam(spec.variant) else params.eps,
+            "n_images": int(data.images.shape[0]), "image_shape": list(data.image_shape),
+            "epochs": [spec.first_epoch, spec.last_epoch],
+            "mask_alignment": params.mask.alignment if uses_cam(spec.variant) else "",
+            "params_hash": _shared_params_hash(params), "data_sha256": _data_digest(data)}
+
+
+def _shared_params_hash(params: Params) -> str:
+    """The params every variant of a seed shares (all but the variant itself)."""
+    return params.section_hash("dataset", "model", "method", "eps", "eps_low", "cam",
+                               "mask_rule", "seed", "train", "mask")
+
+
+def _followed_trace(params: Params, data: TrainData, spec: RunSpec) -> BudgetTrace:
+    """PART's trace, checked to be of this very computation but for the variant."""
+    assert spec.follows is not None
+    trace = load_trace(spec.follows)
+    expected = trace_meta(params, data, spec)
+    expected.pop("run"), expected.pop("variant")
+    check_followable(trace, expected, spec.follows)
+    return trace
 
 
 def write_timings(path: Path, run: str, rows: list[dict[str, Any]]) -> None:
@@ -199,6 +248,9 @@ def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int,
         "random_start": params.train.random_start,
         "mask_alignment": params.mask.alignment if uses_map else "",
         "epoch": epoch,
+        "train_examples": int(data.images.shape[0]),
+        "monitor_split": data.monitor_split,
+        "monitor_examples": int(data.monitor_images.shape[0]),
         "params_hash": params.section_hash("dataset", "model", "method", "eps", "eps_low",
                                            "cam", "mask_rule", "seed", "train", "mask"),
         "part_version": __version__,
@@ -292,10 +344,11 @@ def _better(best: BestEpoch | None, row: dict[str, Any]) -> bool:
 
 def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.device, *,
               out_path: Path, log_dir: Path, state_dir: Path, best_path: Path | None = None,
-              timings_path: Path | None = None, show_progress: bool = True
-              ) -> list[dict[str, Any]]:
+              trace_path: Path | None = None, timings_path: Path | None = None,
+              show_progress: bool = True) -> list[dict[str, Any]]:
     """Train epochs spec.first_epoch..spec.last_epoch; write the final checkpoint (and, given
-    best_path, the best epoch's) and log every epoch into log_dir. Returns the history.
+    best_path, the best epoch's; given trace_path, the run's budget trace) and log every epoch
+    into log_dir. Returns the history.
 
     Started by torchrun with several processes, the ranks share every batch and only rank 0
     writes (part/distributed.py)."""
@@ -327,17 +380,22 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
     if precision != params.train.precision:
         console.print(f"[dim]train.precision {params.train.precision} runs as {precision} on "
                       f"the {device.type}[/]")
-    masks: Tensor | None = None  # the masks the variant trains with (None: the baseline)
+    masks: Tensor | None = None  # the masks the variant trains with (None: a uniform budget)
     history: list[dict[str, Any]] = []
     best: BestEpoch | None = None
     first = spec.first_epoch
+    followed = _followed_trace(params, data, spec) if spec.follows is not None else None
+    trace = BudgetTrace(trace_meta(params, data, spec))
     state_path = state_dir / f"{spec.name}.safetensors"
     fingerprint = _fingerprint(params, spec, data, device, world)
     resumed = _try_resume(state_path, fingerprint, model, optimizer, device)
     if resumed is not None:
-        history, masks, best = resumed
+        history, masks, best, trace_tensors = resumed
         first = int(history[-1]["epoch"]) + 1 if history else first
         masks = masks.to(device) if masks is not None else None
+        if trace_tensors:
+            trace = BudgetTrace.from_tensors(trace.meta, trace_tensors)
+        trace.truncate(first - 1)
         if world.is_main:
             console.print(f"[cyan]{spec.name}[/]: resuming after epoch {first - 1} from "
                           f"{state_path}")
@@ -351,17 +409,28 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
             started = time.perf_counter()
             run_index = epoch - spec.first_epoch
             important_fraction = float("nan")
-            if uses_cam(spec.variant):
-                # The first epoch's masks come from the starting model, later ones from the
-                # current model every `refresh_every` epochs (the paper: every epoch).
-                refresh = masks is None or (spec.refresh_every and run_index > 0
+            # The first epoch's masks come from the starting model, later ones from the
+            # current model every `refresh_every` epochs (the paper: every epoch).
+            refresh = masks is None or bool(spec.refresh_every and run_index > 0
                                             and run_index % spec.refresh_every == 0)
-                if refresh:
-                    masks = refreshed_masks(spec.variant, model, data.images, spec.mask_settings,
-                                            params.seed, epoch, _augmentation(params), world)
+            if spec.variant == "random_mask":
+                assert followed is not None
+                counts = followed.counts_at(epoch)
+                if refresh or masks is None or not torch.equal(_counts_of(masks), counts):
+                    masks = trace_masks(counts, (counts.shape[0], counts.shape[1],
+                                                 *data.image_shape[1:]),
+                                        params.seed, epoch).to(device)
+            elif uses_cam(spec.variant) and not follows_part(spec.variant) and refresh:
+                masks = refreshed_masks(spec.variant, model, data.images, spec.mask_settings,
+                                        params.seed, epoch, _augmentation(params), world)
+            if masks is not None:
                 important_fraction = masks.float().mean().item()
             budget = epoch_budget(spec.variant, masks, params.eps, params.eps_low,
-                                  params.mask.alignment)
+                                  params.mask.alignment,
+                                  matched_mean=(followed.mean_budget(epoch)
+                                                if spec.variant == "uniform_matched"
+                                                and followed is not None else None))
+            trace.record(epoch, budget.mean, budget.masks)
             lr = learning_rate(params.train, epoch, params.burn_in_epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -400,8 +469,8 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
             task.update(status=f"loss {train_loss:.3f} acc {train_acc:.3f} "
                                f"nat {natural:.3f} pgd {robust:.3f}")
             if writes:
-                _save_state(state_path, model, optimizer, masks, best, params, data, spec,
-                            epoch, history, fingerprint, device)
+                _save_state(state_path, model, optimizer, masks, best, trace, params, data,
+                            spec, epoch, history, fingerprint, device)
 
     if not writes:
         barrier(world)  # rank 0 writes the outputs: the stage ends when they are whole
@@ -413,6 +482,8 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                     extra_tensors=_momentum_tensors(optimizer))
     if best_path is not None:
         _save_best(best_path, model, best, params, data, spec, history, device)
+    if trace_path is not None:
+        save_trace(trace_path, trace)
     if timings_path is not None:
         write_timings(timings_path, spec.name, history)
     # The outputs now hold this run: a state left behind could only ever resume a finished run.
@@ -433,16 +504,25 @@ def _save_best(path: Path, model: nn.Module, best: BestEpoch | None, params: Par
         epoch = best.epoch
     kept = [row for row in history if int(row["epoch"]) <= epoch]
     meta = checkpoint_meta(params, data, spec, epoch, kept, device)
-    meta["selected_by"] = (f"the highest {BEST_BY} on the monitor subset over epochs "
+    meta["selected_by"] = (f"the highest {BEST_BY} on the {data.monitor_split} monitor subset "
+                           f"({data.monitor_images.shape[0]} examples) over epochs "
                            f"{spec.first_epoch}-{spec.last_epoch}, the earliest on a tie")
+    meta["selected_on"] = data.monitor_split
     save_checkpoint(path, model, meta)
 
 
+def _counts_of(masks: Tensor) -> Tensor:
+    from part.budget_trace import kept_counts
+
+    return kept_counts(masks).cpu()
+
+
 def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.SGD, masks: Tensor | None,
-                best: BestEpoch | None, params: Params, data: TrainData, spec: RunSpec,
-                epoch: int, history: list[dict[str, Any]], fingerprint: str,
+                best: BestEpoch | None, trace: BudgetTrace, params: Params, data: TrainData,
+                spec: RunSpec, epoch: int, history: list[dict[str, Any]], fingerprint: str,
                 device: torch.device) -> None:
     extra = _momentum_tensors(optimizer)
+    extra.update({TRACE_PREFIX + key: value for key, value in trace.tensors().items()})
     if masks is not None:
         extra["masks"] = masks
     if best is not None:
@@ -455,9 +535,10 @@ def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.SGD, masks:
 
 def _try_resume(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.SGD,
                 device: torch.device
-                ) -> tuple[list[dict[str, Any]], Tensor | None, BestEpoch | None] | None:
-    """The saved history, masks and best epoch when `path` holds a state of this very run, else
-    None."""
+                ) -> tuple[list[dict[str, Any]], Tensor | None, BestEpoch | None,
+                           dict[str, Tensor]] | None:
+    """The saved history, masks, best epoch and budget trace tensors when `path` holds a state
+    of this very run, else None."""
     if not path.is_file():
         return None
     try:
@@ -480,4 +561,6 @@ def _try_resume(path: Path, fingerprint: str, model: nn.Module, optimizer: torch
         weights = {key.removeprefix(BEST_PREFIX): value.to(device)
                    for key, value in extra.items() if key.startswith(BEST_PREFIX)}
         best = BestEpoch(epoch, score, weights)
-    return history, extra.get("masks"), best
+    trace = {key.removeprefix(TRACE_PREFIX): value for key, value in extra.items()
+             if key.startswith(TRACE_PREFIX)}
+    return history, extra.get("masks"), best, trace

@@ -2,14 +2,18 @@
 
 - ``baseline``: the base method, one uniform budget eps; no CAM.
 - ``part``: eps where the CAM mask is true, eps_low elsewhere.
-- ``uniform_matched``: one uniform eps equal to the mean of PART's budget map over every training
-  element, recomputed from the CAM masks at each refresh. It spends what PART spends, nowhere
-  in particular: a gap between it and PART is the effect of *where* the budget is kept.
-- ``random_mask``: eps on a random set of elements with the same count per image and channel as
-  its CAM mask, redrawn at each refresh. It keeps PART's per-image amounts but not its places.
+- ``uniform_matched``: each epoch, one uniform eps equal to the mean budget PART itself trained
+  with in that epoch, read from PART's recorded trace (part/budget_trace.py). It spends what
+  PART spent, nowhere in particular: a gap between it and PART is the effect of *where* the
+  budget is kept.
+- ``random_mask``: each epoch, eps on exactly as many elements of each image and mask plane as
+  PART's mask of that epoch kept (PART's trace), at uniformly random places, redrawn whenever
+  PART's masks were refreshed. It keeps PART's per-image amounts but not its places.
 
-All variants of a seed share the burn-in, batches, augmentations and random starts, so their
-comparisons are paired.
+The controls compute no CAM of their own: from the first refresh after the burn-in their own
+model differs from PART's, and PART's rule on it would give another budget. All variants of a
+seed share the burn-in, batches, augmentations and random starts, so their comparisons are
+paired.
 
 Mask alignment (`mask.alignment`): under ``sample`` (ours) masks are keyed by sample index and
 cropped and flipped with their images, so every image trains with its own mask. Under ``paper``
@@ -38,17 +42,28 @@ if TYPE_CHECKING:
 # PART keeps eps from *how much* budget it spends.
 VARIANTS = ("baseline", "part", "uniform_matched", "random_mask")
 BASELINE = "baseline"
+PART = "part"
+# The controls follow PART's recorded trace, so they train after it (the `control` stages).
+CONTROLS = ("uniform_matched", "random_mask")
+INDEPENDENT = tuple(v for v in VARIANTS if v not in CONTROLS)  # the `train` stages
 # How a mask meets its image: `sample`, each image its own mask; `paper`, the paper code's
 # batch-position alignment (README, "Differences from the paper code").
 MASK_ALIGNMENTS = ("sample", "paper")
 
-__all__ = ["BASELINE", "MASK_ALIGNMENTS", "VARIANTS", "EpochBudget", "epoch_budget",
-           "mask_pass_order", "matched_eps", "paper_position_masks", "random_masks_like",
-           "refreshed_masks", "training_masks", "uses_cam"]
+__all__ = ["BASELINE", "CONTROLS", "INDEPENDENT", "MASK_ALIGNMENTS", "PART", "VARIANTS",
+           "EpochBudget", "epoch_budget", "follows_part", "mask_pass_order", "matched_eps",
+           "paper_position_masks", "random_masks_like", "random_masks_with_counts",
+           "refreshed_masks", "trace_masks", "training_masks", "uses_cam"]
 
 
 def uses_cam(variant: str) -> bool:
+    """Whether `variant` trains on a reweighted budget (PART or a control of it)."""
     return variant != BASELINE
+
+
+def follows_part(variant: str) -> bool:
+    """Whether `variant` is a control that follows PART's recorded trace."""
+    return variant in CONTROLS
 
 
 def matched_eps(masks: Tensor, eps: float, eps_low: float) -> float:
@@ -61,23 +76,46 @@ def matched_eps(masks: Tensor, eps: float, eps_low: float) -> float:
     return eps_low + (eps - eps_low) * kept / masks.numel()
 
 
-def random_masks_like(masks: Tensor, generator: torch.Generator) -> Tensor:
-    """bool masks of `masks`' shape with the same count of true elements in each [image, channel]
-    plane, at uniformly random places (a random permutation per plane, from `generator`)."""
-    n, planes, height, width = masks.shape
-    counts = masks.reshape(n, planes, -1).sum(dim=2, keepdim=True)
+def random_masks_with_counts(counts: Tensor, shape: tuple[int, int, int, int],
+                             generator: torch.Generator) -> Tensor:
+    """bool masks of `shape` [N, planes, H, W] with exactly counts[i, p] true elements in plane p
+    of image i, at uniformly random places (a random permutation per plane, from `generator`);
+    on the CPU."""
+    n, planes, height, width = shape
+    if tuple(counts.shape) != (n, planes):
+        raise ValueError(f"counts {list(counts.shape)} do not fit masks {list(shape)}")  # a bug
     scores = torch.rand((n, planes, height * width), generator=generator,
-                        device=generator.device).to(masks.device)
+                        device=generator.device)
     # The rank of each element's score within its plane: the `count` lowest ranks keep eps.
     ranks = scores.argsort(dim=2).argsort(dim=2)
-    return (ranks < counts).reshape(masks.shape)
+    return (ranks < counts.to(ranks.device).unsqueeze(2)).reshape(shape)
+
+
+def random_masks_like(masks: Tensor, generator: torch.Generator) -> Tensor:
+    """bool masks of `masks`' shape with the same count of true elements in each [image, channel]
+    plane, at uniformly random places (from `generator`), on `masks`' device."""
+    from part.budget_trace import kept_counts
+
+    return random_masks_with_counts(kept_counts(masks), tuple(masks.shape),
+                                    generator).to(masks.device)
+
+
+def _random_mask_generator(seed: int, epoch: int) -> torch.Generator:
+    return torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + epoch)
+
+
+def trace_masks(counts: Tensor, shape: tuple[int, int, int, int], seed: int,
+                epoch: int) -> Tensor:
+    """random_mask's masks from global `epoch` on: PART's recorded `counts` [N, planes] of that
+    epoch at random places, the draw fixed by (seed, epoch)."""
+    return random_masks_with_counts(counts, shape, _random_mask_generator(seed, epoch))
 
 
 def training_masks(variant: str, cam_masks: Tensor, seed: int, epoch: int) -> Tensor:
-    """The masks `variant` trains with after a refresh at global `epoch` (CAM masks in)."""
+    """The masks `variant` would train with after a refresh at global `epoch`, given the CAM
+    masks of that refresh (for random_mask: their counts at random places)."""
     if variant == "random_mask":
-        generator = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + epoch)
-        return random_masks_like(cam_masks, generator)
+        return random_masks_like(cam_masks, _random_mask_generator(seed, epoch))
     return cam_masks
 
 
@@ -101,14 +139,19 @@ class EpochBudget:
 
 
 def epoch_budget(variant: str, masks: Tensor | None, eps: float, eps_low: float,
-                 alignment: str = "sample") -> EpochBudget:
-    """What `variant` trains on, given the masks it holds (None for the baseline)."""
+                 alignment: str = "sample", *, matched_mean: float | None = None
+                 ) -> EpochBudget:
+    """What `variant` trains on, given the masks it holds (None for the baseline and
+    uniform_matched); uniform_matched trains at `matched_mean`, PART's recorded mean budget of
+    the epoch."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}")  # validated in params: a bug if reached
+    if variant == "uniform_matched":
+        if matched_mean is None:
+            raise ValueError("uniform_matched needs PART's mean budget")  # a caller's bug
+        return EpochBudget(None, matched_mean, eps_low)
     if variant == BASELINE or masks is None:
         return EpochBudget(None, eps, eps)
-    if variant == "uniform_matched":
-        return EpochBudget(None, matched_eps(masks, eps, eps_low), eps_low)
     return EpochBudget(masks, eps, eps_low, by_position=alignment == "paper")
 
 

@@ -25,7 +25,7 @@ TINY = {
     "dataset": "synthetic", "model": "cnn_small", "method": "at", "cam": "gradcam",
     "mask_rule": "official", "eps": "8/255", "eps_low": "7/255", "epochs": 2,
     "burn_in_epochs": 1, "seeds": [0], "device": "cpu",
-    "data": {"train_subset": 200, "test_subset": 60},
+    "data": {"train_subset": 200, "val_subset": 40, "test_subset": 60},
     "train": {"batch_size": 50, "steps": 2, "step_size": "2/255", "monitor_subset": 30,
               "monitor_steps": 2},
     "eval": {"n_autoattack": 6, "batch_size": 60},

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from part import __version__
-from part.atomic import atomic_paths
+from part.atomic import WriteError, atomic_paths
 from part.data import SPLITS, DataError, RawSplit
 from part.data.sources import check_source, load_source
 from part.data.subset import balanced_subset
@@ -107,6 +107,24 @@ def _take_subset(
     return subset, {"n": n, "seed": seed}
 
 
+def _hold_out(raw: RawSplit, n: int, seed: int) -> tuple[RawSplit, RawSplit, dict]:
+    """(validation, rest): a seeded, class-balanced validation split of `n` examples taken out
+    of the training split, and the examples left to train on."""
+    held = torch.zeros(raw.labels.numel(), dtype=torch.bool)
+    if n:
+        try:
+            held[balanced_subset(raw.labels, n, seed)] = True
+        except DataError as exc:
+            raise DataError(f"data.val_subset={n!r}: {exc}") from exc
+
+    def part(index: Tensor) -> RawSplit:
+        return RawSplit(raw.images[index].contiguous(), raw.labels[index].contiguous(),
+                        raw.class_names, raw.source_files)
+
+    return (part(held.nonzero().flatten()), part((~held).nonzero().flatten()),
+            {"n": n, "seed": seed, "held_out_of": "train"})
+
+
 def _split_summary(raw: RawSplit, path: Path, subset: dict | None) -> dict[str, Any]:
     counts = torch.bincount(raw.labels, minlength=len(raw.class_names))
     return {
@@ -124,16 +142,21 @@ def prepare_dataset(
     *,
     root: str | Path | None = None,
     train_subset: int | None = None,
+    val_subset: int = 0,
     test_subset: int | None = None,
     seed: int = 0,
     download: bool = True,
 ) -> dict[str, Any]:
-    """Read both splits, optionally take seeded class-balanced subsets, and write
-    out_dir/train.safetensors and out_dir/test.safetensors.
+    """Read both splits, hold a validation split out of the training one, optionally take seeded
+    class-balanced subsets, and write out_dir/train.safetensors, out_dir/val.safetensors and
+    out_dir/test.safetensors.
 
-    Both files are written under temporary names first and renamed into place only when both are
-    complete, so a failure leaves the previous files (if any) untouched and no partial file.
-    Returns a summary: per split its path, size, shape [N,C,H,W], per-class counts and subset.
+    The `val_subset` validation examples (class-balanced, seeded by `seed`; 0 writes an empty
+    file) are taken out of the training split first; `train_subset` is then drawn from the rest,
+    so no validation example is ever trained on. The files are written under temporary names
+    first and renamed into place only when all are complete, so a failure leaves the previous
+    files (if any) untouched and no partial file. Returns a summary: per split its path, size,
+    shape [N,C,H,W], per-class counts and subset.
     """
     check_source(dataset)
     out = Path(out_dir)
@@ -141,14 +164,18 @@ def prepare_dataset(
     splits: dict[str, tuple[RawSplit, dict | None]] = {}
     for split in SPLITS:
         raw = load_source(dataset, split, root=root, download=download)
+        if split == "train":
+            validation, raw, held_out = _hold_out(raw, val_subset, seed)
+            splits["val"] = (validation, held_out)
         splits[split] = _take_subset(raw, split, subsets[split], seed)
+    splits = {name: splits[name] for name in ("train", "val", "test")}
     class_names = splits["train"][0].class_names
     if splits["test"][0].class_names != class_names:
         raise DataError(f"{dataset}: the train and test splits list different class names; "
                         "the source files come from different releases")
     finals = [out / f"{split}.safetensors" for split in splits]
     try:
-        # Both files replace the old ones together, or neither does.
+        # The files replace the old ones together, or none does.
         with atomic_paths(finals) as temporaries:
             for temporary, final, (split, (raw, subset)) in zip(temporaries, finals,
                                                                  splits.items(), strict=True):
@@ -156,9 +183,13 @@ def prepare_dataset(
                     write_safetensors_unguarded(
                         temporary, {"images": raw.images, "labels": raw.labels},
                         _metadata(dataset, split, raw, subset))
+                except WriteError:  # already names the file and the fix
+                    raise
                 except OSError as exc:
                     raise DataError(f"cannot write {final}: {exc}; check free disk space and "
                                     "permissions") from exc
+    except WriteError:  # already names the file and the fix
+        raise
     except OSError as exc:
         raise DataError(f"cannot write the prepared files in {out}: {exc}; check free disk "
                         "space and permissions") from exc
