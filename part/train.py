@@ -4,11 +4,11 @@ A run continues an optimiser from a checkpoint (or starts fresh for the burn-in)
 variant (part/variants.py): a uniform budget, per-sample CAM masks computed from the starting
 model and refreshed from the current one (PART), or PART's recorded budget trace (the controls,
 part/budget_trace.py); every run records its own trace. It checkpoints every completed epoch
-atomically and resumes from that checkpoint after an interruption. Each epoch is logged through DVCLive
-(part/training_log.py). Adversarial training overfits robustly late in training, so a run can
-also keep its best epoch (the highest PGD accuracy on the monitor subset; the earliest on a tie)
-beside the last, chosen on the monitor split (the validation split held out of the training set
-by `data.val_subset`; the test subset only where that is 0).
+atomically and resumes from that checkpoint after an interruption. Each epoch is logged through
+DVCLive (part/training_log.py). Adversarial training overfits robustly late in training, so a
+run can also keep its best epoch (the highest PGD accuracy on the monitor subset; the earliest
+on a tie) beside the last. The monitor runs on the validation split held out of the training
+set (`data.val_subset`), on the test subset only where that is 0.
 """
 
 from __future__ import annotations
