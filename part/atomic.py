@@ -97,19 +97,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             temp.unlink()
 
 
-def _write_error(path: Path, error: OSError) -> WriteError:
+def _write_error(paths: Path | Sequence[Path], error: OSError) -> WriteError:
+    paths = [paths] if isinstance(paths, Path) else list(paths)
     reason = error.strerror or str(error)
-    kept = " (its previous version is kept)" if path.exists() else ""
-    return WriteError(error.errno, f"cannot write {path}: {reason}{kept}; free some disk space "
-                      "or fix the directory's permissions, then run the command again")
+    kept = [path for path in paths if path.exists()]
+    if kept:
+        kept_text = (" (its previous version is kept)" if len(paths) == 1 else
+                     " (the previous versions are kept: none is replaced unless all are written)")
+    else:
+        kept_text = ""
+    return WriteError(error.errno, f"cannot write {', '.join(map(str, paths))}: {reason}"
+                      f"{kept_text}; free some disk space or fix the directory's permissions, "
+                      "then run the command again")
 
 
 @contextlib.contextmanager
 def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
     """Temporaries for several files that appear together: none replaces its file unless every
     one was written without error."""
+    paths = [Path(path) for path in paths]
     with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(atomic_path(path)) for path in paths]
+        temps = [stack.enter_context(atomic_path(path)) for path in paths]
+        try:
+            yield temps
+        except WriteError:
+            raise
+        except OSError as error:  # which of the files failed is not known: they go together
+            raise _write_error(paths, error) from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -9,11 +9,12 @@ by a crash or a kill too, so a claim can never be left behind. A process that fi
 claimed waits for one, and fails after a while with a message that says which lock directory to
 look at and which processes hold the GPUs.
 
-Not claimed: the only GPU of a machine, and the GPUs of a torchrun job with several processes
-per machine (each takes cuda:LOCAL_RANK, as torchrun means it to). dvc.yaml starts the training
-stages through torchrun even with one process (distributed.nproc_per_node: 1), so a torchrun of
-one process per machine claims as a plain process does: otherwise every queued job would land
-on GPU 0.
+Not claimed: the only GPU of a machine. A process of a torchrun job with several processes per
+machine takes cuda:LOCAL_RANK, as torchrun means it to, and claims exactly that GPU: a second
+such job queued beside it waits for those GPUs (and fails after the wait) instead of landing on
+them. dvc.yaml starts the training stages through torchrun even with one process
+(distributed.nproc_per_node: 1), so a torchrun of one process per machine claims as a plain
+process does: otherwise every queued job would land on GPU 0.
 """
 
 from __future__ import annotations
@@ -111,11 +112,12 @@ def _holders(lock_dir: Path, gpu_ids: list[str]) -> str:
     return ", ".join(found)
 
 
-def claim_gpu(count: int, lock_dir: Path | None = None, wait: float | None = None) -> int:
+def claim_gpu(count: int, lock_dir: Path | None = None, wait: float | None = None,
+              only: int | None = None) -> int:
     """The index (among the `count` GPUs torch sees) of a GPU that no other process holds, now
-    held by this process until it ends. Waits up to `wait` seconds (default: wait_seconds())
-    for one to come free, then raises PartError. Claiming again in the same process returns the
-    GPU it already holds."""
+    held by this process until it ends; `only` restricts it to that one index. Waits up to
+    `wait` seconds (default: wait_seconds()) for one to come free, then raises PartError.
+    Claiming again in the same process returns the GPU it already holds."""
     lock_dir = Path(lock_dir or default_lock_dir())
     if lock_dir in _held:
         return _held[lock_dir][1]
@@ -126,24 +128,29 @@ def claim_gpu(count: int, lock_dir: Path | None = None, wait: float | None = Non
         raise PartError(f"cannot create the GPU lock directory {lock_dir}: {error.strerror}; "
                         f"set {LOCK_DIR_ENV} to a writable directory") from None
     gpu_ids = visible_gpu_ids(count)
+    candidates = [only] if only is not None else range(count)
     deadline = time.monotonic() + wait
     told = False
     while True:
-        for index, gpu_id in enumerate(gpu_ids):
+        for index in candidates:
+            gpu_id = gpu_ids[index]
             handle = _try_claim(_lock_path(lock_dir, gpu_id))
             if handle is not None:
                 _held[lock_dir] = (handle, index)
                 return index
         if time.monotonic() >= deadline:
-            holders = _holders(lock_dir, gpu_ids)
+            holders = _holders(lock_dir, [gpu_ids[index] for index in candidates])
+            wanted = (f"GPU {gpu_ids[only]} (LOCAL_RANK {only}) is" if only is not None
+                      else f"all {count} GPUs are")
             raise PartError(
-                f"all {count} GPUs are claimed by other part processes ({holders}; lock files "
+                f"{wanted} claimed by other part processes ({holders}; lock files "
                 f"in {lock_dir}) and none came free within {wait:g} s; "
                 f"end one of those processes, or run fewer jobs at once (dvc queue start --jobs "
                 f"{count}), or wait longer with {WAIT_ENV}=<seconds>, or name a GPU with "
                 "device: cuda:N (never claimed)")
         if not told:
-            console.print(f"[yellow]all {count} GPUs are claimed by other part processes "
+            what = f"GPU {gpu_ids[only]} is" if only is not None else f"all {count} GPUs are"
+            console.print(f"[yellow]{what} claimed by other part processes "
                           f"(lock files in {lock_dir}); waiting up to {wait:g} s for one to come "
                           f"free ({WAIT_ENV})[/]", soft_wrap=True)  # one line in a log
             told = True
@@ -163,9 +170,9 @@ def _env_int(env: Mapping[str, str], key: str, default: int) -> int:
 
 def auto_gpu_index(count: int, lock_dir: Path | None = None, wait: float | None = None,
                    env: Mapping[str, str] | None = None) -> int | None:
-    """Which of `count` visible GPUs `device: auto` takes: None for the only one; LOCAL_RANK
-    for a process of a torchrun job with several processes per machine; otherwise a claimed
-    free one (claim_gpu)."""
+    """Which of `count` visible GPUs `device: auto` takes: None for the only one; LOCAL_RANK,
+    claimed, for a process of a torchrun job with several processes per machine; otherwise a
+    claimed free one (claim_gpu)."""
     env = os.environ if env is None else env
     if count <= 1:
         return None
@@ -176,5 +183,5 @@ def auto_gpu_index(count: int, lock_dir: Path | None = None, wait: float | None 
             raise PartError(f"torchrun started process LOCAL_RANK={local_rank} but only {count} "
                             "GPUs are visible; set distributed.nproc_per_node to at most "
                             f"{count}, or device: cpu")
-        return local_rank
+        return claim_gpu(count, lock_dir, wait, only=local_rank)
     return claim_gpu(count, lock_dir, wait)

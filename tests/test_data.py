@@ -330,7 +330,8 @@ def test_balanced_subset_rejects_impossible_sizes():
 def test_prepare_writes_both_splits_with_metadata(tmp_path):
     out = tmp_path / "prepared"
     summary = prepare_dataset("synthetic", out, train_subset=100, test_subset=50, seed=3)
-    assert sorted(p.name for p in out.iterdir()) == ["test.safetensors", "train.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == ["test.safetensors", "train.safetensors",
+                                                     "val.safetensors"]
     raw = load_source("synthetic", "train")
     index = balanced_subset(raw.labels, 100, seed=3)
     train = load_prepared(out / "train.safetensors")
@@ -379,7 +380,7 @@ def test_failed_write_leaves_no_partial_file_and_keeps_old_ones(tmp_path, monkey
     real_save = prepared.write_safetensors_unguarded
 
     def disk_full_on_test(path, tensors, metadata):
-        if metadata["split"] == "train":
+        if metadata["split"] != "test":
             return real_save(path, tensors, metadata)
         Path(path).write_bytes(b"partial")
         raise OSError(28, "No space left on device")

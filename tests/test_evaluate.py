@@ -26,6 +26,7 @@ from part.evaluate import (
     evaluate_checkpoint,
     evaluate_model,
     worst_case_correctness,
+    worst_cases,
     write_metrics,
 )
 from part.models import build_model
@@ -120,6 +121,18 @@ def test_worst_case_needs_every_attack_survived_over_the_shared_examples():
                "pgd20": torch.tensor([True, False, True, True, True]),
                "autoattack": torch.tensor([True, True, False])}
     assert worst_case_correctness(correct).tolist() == [True, False, False]
+
+
+def test_the_headline_worst_case_keeps_every_example_autoattack_did_not_run_on():
+    """AutoAttack on 3 of 5 examples: the worst case over the other attacks still covers all 5;
+    the AutoAttack worst case covers its 3."""
+    correct = {"natural": torch.tensor([True, True, True, False, True]),
+               "pgd20": torch.tensor([True, False, True, True, True]),
+               "autoattack": torch.tensor([True, True, False])}
+    found = worst_cases(correct)
+    assert found["worst_case"].tolist() == [True, False, True, False, True]
+    assert found["worst_case_autoattack"].tolist() == [True, False, False]
+    assert set(worst_cases({"autoattack": correct["autoattack"]})) == {"worst_case"}
 
 
 def test_worst_case_and_figures_match_per_example_results_and_repeat(trained):
@@ -233,10 +246,13 @@ def test_attacks_are_ordered_and_autoattack_agrees_with_its_own_report(trained):
         logger.removeHandler(capture)
 
     assert metrics["eps"] == AUTOATTACK_EPS and metrics["step_size"] == AUTOATTACK_EPS / 4
-    assert metrics["natural"] >= metrics["pgd20"] >= metrics["autoattack"] >= metrics["worst_case"]
-    assert metrics["worst_case"] <= min(metrics[key] for key in ATTACKS)
+    assert metrics["natural"] >= metrics["pgd20"] >= metrics["autoattack"] >= \
+        metrics["worst_case_autoattack"]
+    assert metrics["worst_case_autoattack"] <= min(metrics[key] for key in ATTACKS)
+    assert metrics["worst_case"] <= min(metrics[key] for key in ATTACKS if key != "autoattack")
     assert 0 < metrics["autoattack"] < metrics["natural"]  # a non-trivial comparison
-    assert all(metrics[f"n_{key}"] == N_AUTOATTACK for key in [*ATTACKS, "worst_case"])
+    assert all(metrics[f"n_{key}"] == N_AUTOATTACK
+               for key in [*ATTACKS, "worst_case", "worst_case_autoattack"])
     # Our figure (the model on AutoAttack's x_adv) against the package's own verdicts and log.
     assert metrics["autoattack"] == metrics["autoattack_reported"]
     assert _logged_percent(capture.messages, "robust accuracy") == \
@@ -269,7 +285,10 @@ def test_autoattack_never_sees_more_than_n_autoattack_examples(trained, monkeypa
                              n_autoattack=7, batch_size=32, seed=11, progress=False)
     assert seen == {"n": 7, "dtype": torch.float32, "eps": EPS, "seed": 11,
                     "version": "standard", "norm": "Linf", "batch_size": 32}
-    assert (metrics["n_natural"], metrics["n_autoattack"], metrics["n_worst_case"]) == (40, 7, 7)
+    assert (metrics["n_natural"], metrics["n_autoattack"]) == (40, 7)
+    # the headline worst case keeps all 40 examples; AutoAttack's own covers its 7
+    assert (metrics["n_worst_case"], metrics["n_worst_case_autoattack"]) == (40, 7)
+    assert metrics["worst_case"] == metrics["natural"]
     with torch.no_grad():
         clean = trained.model(trained.images[:7].float() / 255).argmax(dim=1) == trained.labels[:7]
     assert metrics["autoattack"] == clean.sum().item() / 7 == metrics["autoattack_reported"]
@@ -412,7 +431,7 @@ def test_evaluate_stage_writes_the_metrics_json(trained, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("variant", "model", "message"), [
     ("fancy", "cnn_small", "unknown variant 'fancy'; use one of baseline, part"),
-    ("random_mask", "cnn_small", "variant 'random_mask' is not in `variants` (baseline, part)"),
+    ("random_mask", "cnn_small", "variant 'random_mask' is not in `controls` (empty)"),
     ("part", "resnet18", "'model' expected 'resnet18', found 'cnn_small'"),
 ])
 def test_evaluate_stage_refuses_bad_runs_with_exit_code_2(trained, tmp_path, monkeypatch,

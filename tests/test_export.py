@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from part.checkpoint import load_checkpoint, save_checkpoint
 from part.cli import app
+from part.hashing import file_sha256
 from part.models import build_model
 
 EPS = 8 / 255
@@ -50,11 +51,18 @@ def test_exported_weights_in_a_fresh_model_give_the_checkpoints_logits(checkpoin
         assert torch.equal(fresh.eval()(x), original(x))
 
 
+def _metrics_of(checkpoint: Path, path: Path, **fields) -> Path:
+    """A metrics file as the evaluation writes it for `checkpoint` (its sha256 recorded)."""
+    path.write_text(json.dumps({"model": "resnet18", "dataset": "cifar10", "epoch": 80,
+                                "natural": 0.8234, "n_natural": 10000, "autoattack": 0.4812,
+                                "n_autoattack": 10000, "n_test": 10000, "eps": EPS,
+                                "autoattack_package": "autoattack 0.1",
+                                "checkpoint_sha256": file_sha256(checkpoint), **fields}))
+    return path
+
+
 def test_model_info_is_filled_from_the_metadata_and_metrics(checkpoint, tmp_path):
-    metrics = tmp_path / "part-0.json"
-    metrics.write_text(json.dumps({"model": "resnet18", "dataset": "cifar10", "epoch": 80,
-                                   "natural": 0.8234, "n_natural": 10000, "autoattack": 0.4812,
-                                   "n_autoattack": 10000, "autoattack_package": "autoattack 0.1"}))
+    metrics = _metrics_of(checkpoint, tmp_path / "part-0.json")
     result = _export(checkpoint, tmp_path / "out", "--metrics", metrics, "--name",
                      "Zhang2024Pixel")
     assert result.exit_code == 0, result.output
@@ -64,13 +72,36 @@ def test_model_info_is_filled_from_the_metadata_and_metrics(checkpoint, tmp_path
     assert (info["clean_acc"], info["autoattack_acc"]) == ("82.34", "48.12")
     assert (info["n_clean"], info["n_autoattack"]) == (10000, 10000)
     assert info["method"] == "part-at" and info["variant"] == "part"
+    assert info["footnote"] is None  # AutoAttack on the whole test set: nothing to say
     assert (tmp_path / "out" / "Zhang2024Pixel.pt").is_file()
+
+
+def test_the_eps_is_the_one_measured_at_and_a_subset_autoattack_is_footnoted(checkpoint,
+                                                                            tmp_path):
+    metrics = _metrics_of(checkpoint, tmp_path / "part-0.json", eps=4 / 255, n_autoattack=1000)
+    result = _export(checkpoint, tmp_path / "out", "--metrics", metrics)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "out" / "part-0.json").read_text())
+    assert info["eps"] == "4/255" and info["train_eps"] == "8/255"
+    assert "first 1000 of the 10000 test examples" in info["footnote"]
+
+
+def test_the_metrics_of_another_checkpoint_are_refused(checkpoint, tmp_path):
+    """Same model, data set, method and epoch (another seed or variant): still refused."""
+    other = save_checkpoint(tmp_path / "random_mask-0.safetensors",
+                            build_model("resnet18", num_classes=10, in_channels=3),
+                            {**load_checkpoint(checkpoint)[1], "variant": "random_mask"})
+    metrics = _metrics_of(other, tmp_path / "random_mask-0.json")
+    result = _export(checkpoint, tmp_path / "out", "--metrics", metrics)
+    assert result.exit_code == 2, result.output
+    assert "scored another checkpoint" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("args, expected", [
     (["--format", "onnx"], "--format 'onnx' is not one of robustbench"),
     (["--name", "../escape"], "--name '../escape'"),
-    (["--metrics", "{other}"], "dataset is 'svhn' but the checkpoint's is 'cifar10'"),
+    (["--metrics", "{other}"], "records no checkpoint_sha256"),
     (["--metrics", "{missing}"], "not a readable metrics file"),
 ])
 def test_bad_input_gives_one_message_exit_2_and_writes_nothing(checkpoint, tmp_path, args,

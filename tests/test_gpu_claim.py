@@ -119,11 +119,27 @@ def test_claiming_twice_in_one_process_keeps_the_same_gpu(tmp_path):
         _release(other)
 
 
-def test_one_gpu_and_torchrun_ranks_are_never_claimed(tmp_path):
+def test_the_only_gpu_is_never_claimed(tmp_path):
     assert auto_gpu_index(1, tmp_path, wait=0, env={}) is None
-    ranks = {"LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "4", "WORLD_SIZE": "4"}
-    assert auto_gpu_index(4, tmp_path, wait=0, env=ranks) == 2
     assert not list(tmp_path.iterdir())  # no lock taken or even created
+
+
+def test_a_multi_process_job_claims_its_ranks_gpus_so_a_second_job_cannot_share_them(tmp_path):
+    """Rank 2 of a 4-process torchrun job takes cuda:2 and holds it: a second job's rank 2
+    does not land on it too (it waits, and fails after the wait, naming the holder)."""
+    ranks = {"LOCAL_RANK": "2", "LOCAL_WORLD_SIZE": "4", "WORLD_SIZE": "4"}
+    holder = _holder(tmp_path)  # another process: claims the first free GPU, 0
+    try:
+        assert _claimed(holder) == 0
+        assert auto_gpu_index(4, tmp_path, wait=0, env=ranks) == 2  # free: taken and held
+        second_job = subprocess.run(
+            [sys.executable, "-c", "from part.gpu_claim import auto_gpu_index; "
+             f"auto_gpu_index(4, {str(tmp_path)!r}, wait=0, env={ranks!r})"],
+            capture_output=True, text=True, cwd=ROOT)
+        assert second_job.returncode != 0 and "LOCAL_RANK 2" in second_job.stderr
+        assert str(os.getpid()) in second_job.stderr  # names who holds it
+    finally:
+        _release(holder)
     with pytest.raises(PartError, match="nproc_per_node to at most 2"):
         auto_gpu_index(2, tmp_path, wait=0, env=ranks)
 

@@ -65,7 +65,13 @@ def test_every_budget_key_takes_a_fraction():
         ({"seeds": [1.5]}, r"seeds: give a list of distinct whole numbers"),
         ({"variants": ["part"]}, r"variants: .* include baseline"),
         ({"variants": ["baseline", "uniform"]}, r"variants: unknown uniform; allowed: baseline, "
-                                                r"part, uniform_matched, random_mask"),
+                                                r"part$"),
+        ({"variants": ["baseline", "part", "random_mask"]},
+         r"variants: random_mask follow part's recorded budget trace.*list them under `controls`"),
+        ({"controls": ["uniform"]}, r"controls: unknown uniform; allowed: uniform_matched, "
+                                    r"random_mask"),
+        ({"variants": ["baseline"], "controls": ["random_mask"]}, r"add part to `variants`"),
+        ({"data": {"val_subset": -1}}, r"data.val_subset: must be 0 or more"),
         ({"data": {"seed": -1}}, r"data.seed: must be 0 or more"),
         ({"data": {"download": "yes"}}, r"data.download: expected true or false"),
     ],

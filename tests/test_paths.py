@@ -10,7 +10,7 @@ import yaml
 
 from part import paths
 from part.pipeline import PREPARE_PARAMS
-from part.variants import VARIANTS
+from part.variants import CONTROLS, VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -38,7 +38,8 @@ def _as_posix(*files: Path) -> set[str]:
 
 
 def test_prepare_writes_the_prepared_sets_and_checks_the_params_it_declares():
-    assert _declared("prepare", "outs") == _as_posix(paths.TRAIN_SET, paths.TEST_SET)
+    assert _declared("prepare", "outs") == _as_posix(paths.TRAIN_SET, paths.VAL_SET,
+                                                     paths.TEST_SET)
     assert set(STAGES["prepare"]["params"]) == set(PREPARE_PARAMS)
 
 
@@ -59,18 +60,23 @@ def test_per_seed_stages_use_the_code_paths(seed):
 def test_per_run_stages_use_the_code_paths(variant):
     item = {"variant": variant, "seed": 3}
     run = paths.run_name(variant, 3)
-    assert _declared("train", "outs", **item) == _as_posix(paths.model_path(variant, 3),
-                                                           paths.best_model_path(variant, 3))
+    control = variant in CONTROLS  # trained and evaluated by the stages that follow PART
+    train, evaluate = ("train_control", "evaluate_control") if control else ("train", "evaluate")
+    assert _declared(train, "outs", **item) == _as_posix(paths.model_path(variant, 3),
+                                                         paths.best_model_path(variant, 3),
+                                                         paths.trace_path(variant, 3))
+    # a control depends on PART's trace, so DVC runs it after train@part-<seed>
+    assert (paths.trace_path("part", 3).as_posix() in _declared(train, "deps", **item)) == control
     assert {paths.scored_model_path(variant, 3, which) for which in paths.CHECKPOINTS} == {
         paths.model_path(variant, 3), paths.best_model_path(variant, 3)}
-    assert _declared("train", "plots", **item) == _as_posix(paths.training_log_plots(run))
-    assert _declared("train", "metrics", **item) == _as_posix(paths.training_log_metrics(run))
-    assert _as_posix(paths.TRAIN_SET, paths.TEST_SET, paths.burnin_path(3),
-                     paths.budget_spec_path(variant)) <= _declared("train", "deps", **item)
-    assert _declared("evaluate", "outs", **item) == _as_posix(paths.outcomes_path(variant, 3))
-    assert _declared("evaluate", "metrics", **item) == _as_posix(paths.metrics_path(variant, 3))
+    assert _declared(train, "plots", **item) == _as_posix(paths.training_log_plots(run))
+    assert _declared(train, "metrics", **item) == _as_posix(paths.training_log_metrics(run))
+    assert _as_posix(paths.TRAIN_SET, paths.VAL_SET, paths.TEST_SET, paths.burnin_path(3),
+                     paths.budget_spec_path(variant)) <= _declared(train, "deps", **item)
+    assert _declared(evaluate, "outs", **item) == _as_posix(paths.outcomes_path(variant, 3))
+    assert _declared(evaluate, "metrics", **item) == _as_posix(paths.metrics_path(variant, 3))
     assert _as_posix(paths.model_path(variant, 3), paths.best_model_path(variant, 3),
-                     paths.TEST_SET) <= _declared("evaluate", "deps", **item)
+                     paths.TEST_SET) <= _declared(evaluate, "deps", **item)
 
 
 def test_budgets_and_report_use_the_code_paths():

@@ -42,3 +42,5 @@ def test_a_paper_preset_runs_the_paper_codes_settings_and_says_so(path):
     assert float(wd) == params.train.weight_decay
     assert step == ("1/255" if svhn else "2/255")
     assert f"cp configs/{path.name} params.yaml" in header
+    # never a selection on the test set: a validation split held out, and the header says so
+    assert params.data.val_subset == 1000 and "data.val_subset: 0" in header

@@ -166,7 +166,8 @@ def test_outcomes_that_disagree_with_their_metrics_are_refused(tmp_path):
 def test_the_report_shows_n_intervals_and_p_values(inputs, tmp_path):
     made, seeds, variants = inputs
     result = study(made, seeds, variants)
-    params = params_from_dict({"seeds": seeds, "variants": variants})
+    params = params_from_dict({"seeds": seeds, "variants": variants[:2],
+                               "controls": variants[2:]})
     write_report(tmp_path / "results.md", tmp_path / "study.json", tmp_path / "plot.png",
                  result, params)
     assert json.loads((tmp_path / "study.json").read_text()) == result

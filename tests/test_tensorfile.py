@@ -55,6 +55,7 @@ def test_prepared_data_is_byte_identical_across_processes(tmp_path: Path) -> Non
                        env={**os.environ, "PYTHONPATH": str(ROOT)})
         contents.append({p.name: p.read_bytes() for p in out.iterdir()})
     assert contents[0] == contents[1] and set(contents[0]) == {"train.safetensors",
+                                                              "val.safetensors",
                                                               "test.safetensors"}
 
 

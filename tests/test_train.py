@@ -20,7 +20,7 @@ from part.train import (
     train_run,
     training_batches,
 )
-from part.variants import EpochBudget, mask_pass_order
+from part.variants import EpochBudget, follows_part, mask_pass_order
 
 CPU = torch.device("cpu")
 
@@ -96,16 +96,35 @@ def burnin(tmp_path_factory):
 MASK_SETTINGS = MaskSettings("gradcam", "quantile", 0.5, 64)
 
 
+PART_FOR_CONTROLS = "part-for-controls"
+
+
+def _trace(root: Path, name: str) -> Path:
+    return root / f"{name}.trace.safetensors"
+
+
+def _part_trace(params, burnin_path, root, refresh_every=0, data=None,
+                mask_settings=MASK_SETTINGS) -> Path:
+    """The trace of a PART run in `root` that the controls there follow (trained once)."""
+    trace = _trace(root, PART_FOR_CONTROLS)
+    if not trace.exists():
+        _continue(params, burnin_path, root, PART_FOR_CONTROLS, "part", refresh_every, data,
+                  mask_settings)
+    return trace
+
+
 def _continue(params, burnin_path, root, name, variant="baseline", refresh_every=0, data=None,
               mask_settings=MASK_SETTINGS):
+    follows = (_part_trace(params, burnin_path, root, refresh_every, data, mask_settings)
+               if follows_part(variant) else None)
     spec = RunSpec(name, 2, params.epochs, variant=variant, init_checkpoint=burnin_path,
                    mask_settings=mask_settings if variant != "baseline" else None,
-                   refresh_every=refresh_every)
+                   refresh_every=refresh_every, follows=follows)
     out = root / f"{name}.safetensors"
     history = train_run(params, spec, data if data is not None else _tiny_data(), CPU,
                         out_path=out, best_path=root / f"{name}.best.safetensors",
-                        log_dir=root / "logs" / name, state_dir=root / "runs",
-                        show_progress=False)
+                        trace_path=_trace(root, name), log_dir=root / "logs" / name,
+                        state_dir=root / "runs", show_progress=False)
     return out, history
 
 
@@ -113,6 +132,9 @@ def _interrupt_after_first_epoch(monkeypatch, params, burnin_path, root, name, *
     """Run until epoch 2 is checkpointed, then die in epoch 3: a resume state is left."""
     import part.train as train_module
 
+    if follows_part(kwargs.get("variant", "baseline")):  # PART's own run is not interrupted
+        _part_trace(params, burnin_path, root, kwargs.get("refresh_every", 0),
+                    kwargs.get("data"), kwargs.get("mask_settings", MASK_SETTINGS))
     real_monitor = train_module.monitor_accuracy
     calls = {"n": 0}
 

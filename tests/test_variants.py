@@ -1,4 +1,5 @@
-"""The controls: matched-eps arithmetic, random masks with CAM's counts, the eps they record."""
+"""The controls: matched-eps arithmetic, random masks with given counts, and controls that spend
+exactly what PART itself spent, epoch by epoch."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from part.checkpoint import read_metadata
-from part.masking import compute_masks
+from part.masking import MaskSettings
 from part.variants import epoch_budget, matched_eps, random_masks_like, training_masks
 
 
@@ -74,36 +75,117 @@ def test_the_epoch_budget_of_each_variant():
     cam = _masks((10, 1, 4, 4), 0.5, 3)
     eps, eps_low = 0.1, 0.05
     assert epoch_budget("baseline", None, eps, eps_low).for_batch(None) == eps
-    matched = epoch_budget("uniform_matched", cam, eps, eps_low)
-    assert matched.masks is None and matched.for_batch(None) == matched_eps(cam, eps, eps_low)
+    recorded = 0.0734  # any mean budget PART recorded: the control trains at exactly it
+    matched = epoch_budget("uniform_matched", None, eps, eps_low, matched_mean=recorded)
+    assert matched.masks is None and matched.for_batch(None) == recorded == matched.mean
+    with pytest.raises(ValueError):
+        epoch_budget("uniform_matched", cam, eps, eps_low)  # never from its own masks
     part = epoch_budget("part", cam, eps, eps_low)
     budget = part.for_batch(cam[:2])
     expected = torch.where(cam[:2], torch.tensor(eps, dtype=torch.float32),
                            torch.tensor(eps_low, dtype=torch.float32))
     assert torch.equal(budget, expected)
-    assert part.mean == matched.for_batch(None)
+    # PART's mean budget: the float64 mean of its whole budget map, computed independently
+    assert part.mean == pytest.approx(_budget64(cam, eps, eps_low).mean().item(), abs=1e-15)
 
 
-def test_uniform_matched_trains_on_and_records_the_mean_budget_of_its_cam_masks(tmp_path):
-    from test_train import MASK_SETTINGS, _continue, _tiny_data, _tiny_params
+OFFICIAL = MaskSettings("gradcam", "official", batch_size=64)
 
-    from part.checkpoint import load_checkpoint
+
+class _EpochSpy:
+    """Records the budget every call of part.train.train_epoch trains on, by run and epoch:
+    what the runs actually trained with, seen from outside the training loop."""
+
+    def __init__(self, monkeypatch):
+        import part.train as train_module
+
+        self.seen: dict[tuple[str, int], object] = {}
+        real = train_module.train_epoch
+
+        def spy(model, optimizer, data, budget, params, epoch, device, **kwargs):
+            self.seen[(self.run, epoch)] = budget
+            return real(model, optimizer, data, budget, params, epoch, device, **kwargs)
+
+        self.run = ""
+        monkeypatch.setattr(train_module, "train_epoch", spy)
+
+    def mean_budget(self, run: str, epoch: int) -> float:
+        return self.seen[(run, epoch)].mean
+
+    def counts(self, run: str, epoch: int) -> torch.Tensor:
+        masks = self.seen[(run, epoch)].masks
+        return masks.flatten(2).sum(dim=2)
+
+
+def test_the_controls_spend_exactly_what_part_itself_spent_each_epoch(tmp_path, monkeypatch):
+    """PART trains 3 epochs after the burn-in with masks refreshed every epoch, so its budget
+    changes from epoch to epoch and differs from what its rule gives on another model. Each
+    control trains every epoch at exactly PART's mean budget (uniform_matched) or with exactly
+    PART's count per image and channel (random_mask), including the epochs after a resume."""
+    from test_train import (
+        PART_FOR_CONTROLS,
+        _continue,
+        _interrupt_after_first_epoch,
+        _tiny_data,
+        _tiny_params,
+    )
+
+    from part.budget_trace import load_trace
+    from part.train import RunSpec, train_run
+
+    params = _tiny_params(epochs=4)
+    burnin = tmp_path / "burnin.safetensors"
+    train_run(params, RunSpec("burnin", 1, 1), _tiny_data(), torch.device("cpu"),
+              out_path=burnin, log_dir=tmp_path / "logs", state_dir=tmp_path / "runs",
+              show_progress=False)
+    spy = _EpochSpy(monkeypatch)
+    spy.run = "part"
+    rule = {"refresh_every": 1, "mask_settings": OFFICIAL}  # its counts vary image to image
+    _continue(params, burnin, tmp_path, PART_FOR_CONTROLS, "part", **rule)
+    epochs = [2, 3, 4]
+    part_means = [spy.mean_budget("part", epoch) for epoch in epochs]
+    assert len(set(part_means)) > 1  # refreshed masks: PART's budget moved between epochs
+    trace = load_trace(tmp_path / f"{PART_FOR_CONTROLS}.trace.safetensors")
+    assert trace.epochs == epochs and trace.mean_budgets == part_means
+
+    spy.run = "uniform_matched"
+    _continue(params, burnin, tmp_path, "matched", "uniform_matched", **rule)
+    spy.run = "random_mask"
+    _interrupt_after_first_epoch(monkeypatch, params, burnin, tmp_path, "random",
+                                 variant="random_mask", **rule)
+    _continue(params, burnin, tmp_path, "random", "random_mask", **rule)
+    for epoch, part_mean in zip(epochs, part_means, strict=True):
+        assert spy.seen[("uniform_matched", epoch)].masks is None
+        assert spy.mean_budget("uniform_matched", epoch) == part_mean  # equal, not close
+        assert torch.equal(spy.counts("random_mask", epoch), spy.counts("part", epoch))
+        assert not torch.equal(spy.seen[("random_mask", epoch)].masks,
+                               spy.seen[("part", epoch)].masks)  # the same counts elsewhere
+    recorded = json.loads(read_metadata(tmp_path / "matched.safetensors")
+                          ["mean_budget_per_epoch"])
+    assert recorded == json.loads(read_metadata(
+        tmp_path / f"{PART_FOR_CONTROLS}.safetensors")["mean_budget_per_epoch"])
+
+
+def test_a_control_refuses_the_trace_of_another_computation(tmp_path):
+    from test_train import MASK_SETTINGS, PART_FOR_CONTROLS, _continue, _tiny_data, _tiny_params
+
+    from part.budget_trace import TraceError
     from part.train import RunSpec, train_run
 
     params = _tiny_params()
     burnin = tmp_path / "burnin.safetensors"
     train_run(params, RunSpec("burnin", 1, 1), _tiny_data(), torch.device("cpu"),
-              out_path=burnin, log_dir=tmp_path / "logs",
-              state_dir=tmp_path / "runs", show_progress=False)
-    out, history = _continue(params, burnin, tmp_path, "matched", "uniform_matched",
-                             refresh_every=1)
-    model, _ = load_checkpoint(burnin)
-    cam = compute_masks(model, _tiny_data().images, MASK_SETTINGS)
-    expected = (params.eps_low + (params.eps - params.eps_low)
-                * cam.double().mean().item())
-    recorded = json.loads(read_metadata(out)["mean_budget_per_epoch"])
-    assert set(recorded) == {"2", "3"}
-    assert recorded["2"] == pytest.approx(expected, abs=1e-8)
-    assert history[0]["mean_budget"] == recorded["2"]
-    assert params.eps_low <= recorded["3"] <= params.eps
-    assert read_metadata(out)["variant"] == "uniform_matched"
+              out_path=burnin, log_dir=tmp_path / "logs", state_dir=tmp_path / "runs",
+              show_progress=False)
+    _continue(params, burnin, tmp_path, PART_FOR_CONTROLS, "part", refresh_every=1)
+    with pytest.raises(TraceError, match="eps_low"):
+        _continue(_tiny_params(eps_low="6/255"), burnin, tmp_path, "matched", "uniform_matched",
+                  refresh_every=1)
+    trace = tmp_path / f"{PART_FOR_CONTROLS}.trace.safetensors"
+    trace.unlink()
+    spec = RunSpec("random", 2, params.epochs, variant="random_mask", init_checkpoint=burnin,
+                   mask_settings=MASK_SETTINGS, refresh_every=1, follows=trace)
+    with pytest.raises(TraceError, match="no budget trace"):
+        train_run(params, spec, _tiny_data(), torch.device("cpu"),
+                  out_path=tmp_path / "random.safetensors", log_dir=tmp_path / "logs" / "r",
+                  state_dir=tmp_path / "runs", show_progress=False)
