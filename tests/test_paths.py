@@ -113,3 +113,18 @@ def test_the_overlaid_plots_draw_seed_0s_logged_runs():
         assert set(spec["y"]) == _as_posix(*(
             paths.training_log_plots(paths.run_name(run, 0)) / f"{quantity}.tsv"
             for run in ("burnin", "baseline", "part")))
+
+
+def test_the_control_stages_are_the_training_and_evaluation_stages_after_part():
+    """train_control and evaluate_control run the same commands with the same deps, params and
+    outputs as train and evaluate, and the controls' training also depends on PART's trace."""
+    for group, control in (("train", "train_control"), ("evaluate", "evaluate_control")):
+        ours, theirs = STAGES[group], STAGES[control]
+        assert theirs["cmd"] == ours["cmd"]
+        for field in ("outs", "params", "metrics", "plots"):
+            assert theirs.get(field) == ours.get(field), field
+        extra = set(map(str, theirs["deps"])) - set(map(str, ours["deps"]))
+        assert extra == ({"traces/part-${item.seed}.safetensors"} if group == "train" else set())
+        assert set(map(str, ours["deps"])) <= set(map(str, theirs["deps"]))
+        assert theirs["matrix"]["variant"] == "${controls}"
+        assert ours["matrix"]["variant"] == "${variants}"
