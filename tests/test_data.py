@@ -373,6 +373,23 @@ def test_prepare_summarises_hashes_of_many_files_per_directory(tmp_path, monkeyp
     assert len(hashes) == 3  # ./ (wnids, words) and one per class directory
 
 
+def test_the_validation_split_is_held_out_balanced_and_never_trained_on(tmp_path):
+    out = tmp_path / "prepared"
+    prepare_dataset("synthetic", out, train_subset=100, val_subset=40, test_subset=20, seed=5)
+    train, val = load_prepared(out / "train.safetensors"), load_prepared(out / "val.safetensors")
+    assert (len(train), len(val)) == (100, 40)
+    assert torch.bincount(val.labels, minlength=10).tolist() == [4] * 10
+    # no validation image is among the training images (the synthetic images are distinct)
+    flat = lambda split: {bytes(image.flatten().tolist()) for image in split.images}  # noqa: E731
+    assert len(flat(val)) == 40 and not flat(val) & flat(train)
+    again = tmp_path / "again"
+    prepare_dataset("synthetic", again, train_subset=100, val_subset=40, test_subset=20, seed=5)
+    assert (again / "val.safetensors").read_bytes() == (out / "val.safetensors").read_bytes()
+    none = tmp_path / "none"
+    prepare_dataset("synthetic", none, train_subset=100, val_subset=0, test_subset=20, seed=5)
+    assert len(load_prepared(none / "val.safetensors")) == 0
+
+
 def test_failed_write_leaves_no_partial_file_and_keeps_old_ones(tmp_path, monkeypatch):
     out = tmp_path / "prepared"
     prepare_dataset("synthetic", out, train_subset=20, test_subset=10)

@@ -40,7 +40,9 @@ def _reset(repo: Path) -> None:
 
 
 def test_every_declared_output_exists_with_the_metrics_keys(project):
-    for path in ("data/prepared/train.safetensors", "data/prepared/test.safetensors",
+    for path in ("data/prepared/train.safetensors", "data/prepared/val.safetensors",
+                 "data/prepared/test.safetensors", "traces/baseline-0.safetensors",
+                 "traces/part-0.safetensors",
                  "models/burnin-0.safetensors", "masks/burnin-0.safetensors",
                  "masks/gallery-0.png", "models/baseline-0.safetensors",
                  "models/part-0.safetensors", "models/baseline-0.best.safetensors",
@@ -88,7 +90,7 @@ def test_part_cli_evaluate_in_the_project_reproduces_its_metrics_file(project):
         model, _ = load_checkpoint(project / "models/part-0.safetensors")
         rescored = rescore_adversarial(model, adversarial, batch_size=60)
         assert rescored["attacks"] == metrics["attacks"]
-        for key in [*metrics["attacks"], "worst_case"]:
+        for key in [*metrics["attacks"], "worst_case", "worst_case_autoattack"]:
             assert (rescored[key], rescored[f"n_{key}"]) == (metrics[key], metrics[f"n_{key}"])
         assert metrics["autoattack_version"] == "standard" and metrics["autoattack_seed"] == 0
         assert {"part", "torch", "torchvision", "numpy", "autoattack"} <= metrics["versions"].keys()
@@ -114,6 +116,9 @@ def test_eval_checkpoint_best_reruns_only_the_evaluations_and_records_the_epoch(
         _, meta = load_checkpoint(project / f"models/{variant}.best.safetensors")
         assert metrics["checkpoint"] == f"models/{variant}.best.safetensors"
         assert metrics["epoch"] == meta["epoch"] and "test_pgd" in metrics["selected_by"]
+        # chosen on the validation split held out of the training set, never on the test set
+        assert metrics["selected_on"] == meta["selected_on"] == "validation"
+        assert metrics["monitor_split"] == "validation" and metrics["train_examples"] == 200
     _reset(project)
 
 
@@ -123,7 +128,9 @@ def test_outcome_files_hold_the_metrics_example_by_example(project):
     for variant in ("baseline-0", "part-0"):
         metrics = json.loads((project / f"metrics/{variant}.json").read_text())
         outcomes = load_file(str(project / f"metrics/{variant}.outcomes.safetensors"))
-        assert set(outcomes) == {*metrics["attacks"], "worst_case"}
+        assert set(outcomes) == {*metrics["attacks"], "worst_case", "worst_case_autoattack"}
+        # the headline worst case covers every test example; AutoAttack's its own 6
+        assert (metrics["n_worst_case"], metrics["n_worst_case_autoattack"]) == (60, 6)
         for key, correct in outcomes.items():
             assert correct.dtype == torch.bool and correct.shape == (metrics[f"n_{key}"],)
             assert int(correct.sum()) / correct.numel() == pytest.approx(metrics[key], abs=1e-12)
