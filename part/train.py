@@ -356,9 +356,11 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                 # current model every `refresh_every` epochs (the paper: every epoch).
                 refresh = masks is None or (spec.refresh_every and run_index > 0
                                             and run_index % spec.refresh_every == 0)
-                if refresh:
-                    masks = refreshed_masks(spec.variant, model, data.images, spec.mask_settings,
-                                            params.seed, epoch, _augmentation(params), world)
+                if refresh:  # masks at the declared precision, like the training attacks
+                    with numerics(precision):
+                        masks = refreshed_masks(spec.variant, model, data.images,
+                                                spec.mask_settings, params.seed, epoch,
+                                                _augmentation(params), world)
                 important_fraction = masks.float().mean().item()
             budget = epoch_budget(spec.variant, masks, params.eps, params.eps_low,
                                   params.mask.alignment)
