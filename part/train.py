@@ -35,6 +35,7 @@ from part.checkpoint import (
 )
 from part.data.augment import augment_batch, augmentation_for
 from part.data.subset import balanced_subset
+from part.device import make_deterministic
 from part.distributed import (
     SINGLE,
     World,
@@ -299,6 +300,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
 
     Started by torchrun with several processes, the ranks share every batch and only rank 0
     writes (part/distributed.py)."""
+    make_deterministic(device, params.train.deterministic)  # before the first CUDA matmul
     world = world_from_env()
     join(world, device)
     if world.is_distributed and params.train.batch_size < world.size:
