@@ -76,7 +76,7 @@ def test_the_projection_counts_the_monitor_and_skips_incomplete_or_other_rows():
     assert projection([{**slow_monitor, "model": "cnn_small"}]) is None
 
 
-SMALL = ["--n", "64", "--n-eval", "16", "--repeats", "1", "--batch-size", "32"]
+SMALL = ["--n", "32", "--n-eval", "8", "--repeats", "1", "--batch-size", "16"]  # 2 batches
 
 
 def _bench(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, dict]:
