@@ -23,3 +23,21 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	ruff check part stages tests bench
+
+# The oldest torch this project declares (pyproject.toml: torch>=2.11), the GPU machine's: a
+# python 3.12 venv, .venv-torch211, with torch 2.11 and torchvision 0.26, and the suite in it.
+# PY312=/path/to/python3.12 to choose the interpreter; PYTEST_ARGS="--collect-only -q" etc.
+TORCH211_VENV := .venv-torch211
+PY312 ?= $(firstword $(shell command -v python3.12 >/dev/null 2>&1 && python3.12 -c '' 2>/dev/null \
+	&& command -v python3.12) $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12))
+PYTEST_ARGS ?= -q
+.PHONY: test-torch211
+test-torch211: export VIRTUAL_ENV := $(CURDIR)/$(TORCH211_VENV)
+test-torch211: export PATH := $(CURDIR)/$(TORCH211_VENV)/bin:$(subst $(CURDIR)/$(VENV)/bin:,,$(PATH))
+test-torch211:
+	@test -n "$(PY312)" || { echo "test-torch211: no python 3.12 found; set PY312=/path/to/python3.12" >&2; exit 2; }
+	test -x $(TORCH211_VENV)/bin/python || $(PY312) -m venv $(TORCH211_VENV)
+	python -m pip install --progress-bar off --disable-pip-version-check \
+	  "torch==2.11.*" "torchvision==0.26.*" -e ".[test]"
+	python -c 'import torch, torchvision; assert torch.__version__.startswith("2.11"), torch.__version__'
+	python -m pytest $(PYTEST_ARGS)

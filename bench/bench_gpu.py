@@ -18,9 +18,19 @@ pipeline's own code:
 Each figure is the median of `repeats` timed runs after a warm-up run (CUDA synchronised). On
 CUDA the pipeline trains in channels_last (part.train); `channels_last: false` keeps the model's
 weights in the default layout (the batches are still channels_last). The pipeline does not
-compile models: `compile: true` is what torch.compile would bring. A configuration that fails
-(out of memory, a compiler error) is recorded with its error and the others still run; with
---out the file is rewritten after each configuration, so a cut-short run keeps what it measured.
+compile models: `compile: true` is what torch.compile would bring. `deterministic: true` runs
+under train.deterministic's settings (part.device.make_deterministic; the pipeline's default),
+the other rows under torch's defaults (switched back after a deterministic row);
+`deterministic_cost` compares the two.
+
+A configuration that fails (out of memory, a compiler error), wholly or in one figure, is
+recorded with its errors and `status: failed`, named in `failed` and on stderr, and the others
+still run; the exit status is then 1. With --out the file is rewritten after each
+configuration, so a cut-short run keeps what it measured.
+
+--quick, the device check's profile (scripts/device_check.sh; about 3 minutes on one GPU):
+resnet18 at bf16 and tf32 in channels_last, bf16 compiled too, and bf16 deterministic, on
+fewer images. Without a GPU it is the CPU-sized run plus its deterministic row.
 
 The projection: the preset's burn-in (AT epochs) then its PART epochs, masks refreshed as its
 `mask.refresh_every` says, plus the per-epoch monitor, on 50,000 images, at the resnet18
@@ -29,6 +39,7 @@ configuration that gives the shortest run. The evaluate stage is not included.
     python bench/bench_gpu.py --out bench/results/<device>-<commit>.json  # a GPU: all configs
     python bench/bench_gpu.py --models resnet18 --n 10000     # a quicker look
     python bench/bench_gpu.py --small     # CPU-sized (the default without a GPU): cnn_small, fp32
+    python bench/bench_gpu.py --quick --out <dir>/bench_quick.json  # the device check's profile
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -46,9 +58,10 @@ from pathlib import Path
 import torch
 import typer
 import yaml
+from typer import Exit
 
 from part.data.augment import augmentation_for
-from part.device import resolve_device
+from part.device import DETERMINISTIC_CUBLAS_WORKSPACES, make_deterministic, resolve_device
 from part.evaluate import attack_correctness
 from part.models import build_model
 from part.params import Params, params_from_dict
@@ -68,6 +81,15 @@ GPU_IMAGES = {"resnet18": CIFAR_TRAIN, "wrn34_10": 10_000}
 GPU_DEFAULT_IMAGES = 10_000
 FIGURES = ("at_images_per_s", "part_images_per_s", "masks_per_s", "monitor_images_per_s",
            "pgd20_images_per_s")
+# --quick on a GPU: (model, precision, channels_last, compile, deterministic), the compiled row
+# last (its compilation takes longest: a run cut short keeps the others). Images per epoch, eval
+# images, repeats: small enough for about 3 minutes in all with resnet18's compilation, large
+# enough for steady kernels.
+QUICK_GPU_CONFIGS = (("resnet18", "bf16", True, False, False),
+                     ("resnet18", "tf32", True, False, False),
+                     ("resnet18", "bf16", True, False, True),
+                     ("resnet18", "bf16", True, True, False))
+QUICK_GPU_IMAGES, QUICK_GPU_EVAL_IMAGES, QUICK_REPEATS = 8_192, 2_048, 2
 
 
 def _sync(device: torch.device) -> None:
@@ -128,13 +150,26 @@ def _short(error: BaseException) -> str:
 
 def bench_config(model_name: str, precision: str, channels_last: bool, compiled: bool,
                  data: TrainData, eval_images: int, device: torch.device, repeats: int,
-                 batch_size: int | None) -> dict:
-    """One configuration's figures; a figure that fails is left out and its error recorded."""
+                 batch_size: int | None, deterministic: bool = False) -> dict:
+    """One configuration's figures; a figure that fails is left out, its error recorded and the
+    row's status `failed`."""
+    row = _bench_config(model_name, precision, channels_last, compiled, data, eval_images,
+                        device, repeats, batch_size, deterministic)
+    row["status"] = "failed" if row.get("errors") else "ok"
+    return row
+
+
+def _bench_config(model_name: str, precision: str, channels_last: bool, compiled: bool,
+                  data: TrainData, eval_images: int, device: torch.device, repeats: int,
+                  batch_size: int | None, deterministic: bool) -> dict:
     row: dict = {"model": model_name, "precision": precision, "channels_last": channels_last,
-                 "compile": compiled, "images": data.images.shape[0],
+                 "compile": compiled, "deterministic": deterministic,
+                 "images": data.images.shape[0],
                  "monitor_images": data.monitor_images.shape[0], "eval_images": eval_images}
     errors: dict[str, str] = {}
     try:
+        if deterministic:
+            make_deterministic(device)
         params = preset_params(model_name, precision, batch_size)
         torch.manual_seed(0)
         net = build_model(model_name, num_classes=CLASSES, in_channels=IMAGE_SHAPE[0]).to(device)
@@ -223,6 +258,30 @@ def projected_minutes(row: dict, preset: Params) -> float:
     return seconds / 60
 
 
+CONFIGURATION = ("precision", "channels_last", "compile", "deterministic")
+
+
+def deterministic_cost(results: list[dict]) -> dict | None:
+    """How much slower train.deterministic's settings train: each deterministic row against the
+    row of the same configuration under torch's defaults (AT and PART epoch times' ratios)."""
+    def key(row: dict) -> tuple:
+        return tuple(row.get(k) for k in ("model", "precision", "channels_last", "compile"))
+
+    free = {key(row): row for row in results if not row.get("deterministic")}
+    costs = []
+    for row in results:
+        other = free.get(key(row))
+        if not row.get("deterministic") or other is None:
+            continue
+        ratios = {f"{kind}_epoch_ratio": round(other[f"{kind}_images_per_s"]
+                                               / row[f"{kind}_images_per_s"], 4)
+                  for kind in ("at", "part")
+                  if f"{kind}_images_per_s" in row and f"{kind}_images_per_s" in other}
+        costs.append({**dict(zip(("model", "precision", "channels_last", "compile"), key(row),
+                                 strict=True)), **ratios})
+    return {"deterministic_over_default": costs} if costs else None
+
+
 def projection(results: list[dict]) -> dict | None:
     """The paper's CIFAR-10 PART run at the fastest complete resnet18 configuration."""
     preset = params_from_dict(yaml.safe_load(PAPER_PRESET.read_text()))
@@ -236,16 +295,17 @@ def projection(results: list[dict]) -> dict | None:
             "epochs": preset.epochs, "burn_in_epochs": preset.burn_in_epochs,
             "mask_refreshes": refresh_count(part_epochs, preset.mask.refresh_every),
             "images_per_epoch": CIFAR_TRAIN, "monitor_images": preset.train.monitor_subset,
-            "configuration": {k: best[k] for k in ("precision", "channels_last", "compile")},
+            "configuration": {k: best.get(k, False) for k in CONFIGURATION},
             "minutes": round(projected_minutes(best, preset), 1),
             "excludes": "the evaluate stage (PGD-20, CW, AutoAttack on the test set)"}
 
 
 def main(small: bool | None = typer.Option(None, help="CPU-sized run (default: without a GPU)"),
+         quick: bool = typer.Option(False, help="the device check's profile (~3 min on a GPU)"),
          models: str | None = typer.Option(None, help="comma-separated registry names"),
          n: int | None = typer.Option(None, help="training images per timed epoch"),
          n_eval: int | None = typer.Option(None, help="images for the PGD-20 figure"),
-         repeats: int = typer.Option(3, min=1),
+         repeats: int | None = typer.Option(None, min=1, help="default: 3 (--quick: 2)"),
          batch_size: int | None = typer.Option(None, help="default: the preset's (128)"),
          device: str = "auto",
          compile_models: bool | None = typer.Option(
@@ -256,24 +316,39 @@ def main(small: bool | None = typer.Option(None, help="CPU-sized run (default: w
     small = not on_gpu if small is None else small
     names = models.split(",") if models else (["cnn_small"] if small
                                               else ["resnet18", "wrn34_10"])
-    n_eval = n_eval or (128 if small else 2_000)
+    n_eval = n_eval or (128 if small else QUICK_GPU_EVAL_IMAGES if quick else 2_000)
+    repeats = repeats or (QUICK_REPEATS if quick else 3)
     precisions = list(PRECISIONS) if on_gpu else ["fp32"]  # the CPU runs every one as fp32
     layouts = [True, False] if on_gpu else [False]  # the pipeline's own first
     compiles = [False, True] if (on_gpu if compile_models is None else compile_models) else [False]
+    configs = [(*config, False) for config in itertools.product(names, precisions, layouts,
+                                                                compiles)]
+    if quick:
+        configs = (list(QUICK_GPU_CONFIGS) if on_gpu and not small and models is None
+                   else [*configs, (*configs[0][:4], True)])
+        names = list(dict.fromkeys(config[0] for config in configs))
+    if any(config[4] for config in configs):
+        # torch sizes its cuBLAS workspace at the first matmul: the deterministic one from the
+        # start, as in a training stage (the rows under torch's defaults do not depend on it)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", DETERMINISTIC_CUBLAS_WORKSPACES[0])
     monitor = preset_params(names[0], "fp32", None).train.monitor_subset
 
     def images_for(name: str) -> int:
-        return n or (256 if small else GPU_IMAGES.get(name, GPU_DEFAULT_IMAGES))
+        if n:
+            return n
+        if small:
+            return 256
+        return QUICK_GPU_IMAGES if quick else GPU_IMAGES.get(name, GPU_DEFAULT_IMAGES)
 
     report = {
         "benchmark": "gpu_throughput", "device": _device_name(target),
         "device_type": target.type, "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-        "commit": _commit(), "threads": torch.get_num_threads(), "small": small,
+        "commit": _commit(), "threads": torch.get_num_threads(), "small": small, "quick": quick,
         "images": {name: images_for(name) for name in names}, "eval_images": n_eval,
         "image_shape": list(IMAGE_SHAPE), "classes": CLASSES, "synthetic": True,
         "repeats": repeats, "preset": str(PAPER_PRESET.relative_to(ROOT)),
         "batch_size": batch_size or preset_params(names[0], "fp32", None).train.batch_size,
-        "results": [], "paper_run_projection": None,
+        "results": [], "failed": [], "paper_run_projection": None, "deterministic_cost": None,
     }
 
     def write() -> str:
@@ -284,19 +359,30 @@ def main(small: bool | None = typer.Option(None, help="CPU-sized run (default: w
         return text
 
     data: TrainData | None = None
-    for name, precision, layout, compiled in itertools.product(names, precisions, layouts,
-                                                               compiles):
+    for name, precision, layout, compiled, deterministic in configs:
         if data is None or data.images.shape[0] != images_for(name):
             count = images_for(name)
             data = synthetic_data(count, min(monitor, count), target)
-        report["results"].append(bench_config(name, precision, layout, compiled, data,
-                                               min(n_eval, data.images.shape[0]), target,
-                                               repeats, batch_size))
+        row = bench_config(name, precision, layout, compiled, data,
+                           min(n_eval, data.images.shape[0]), target, repeats, batch_size,
+                           deterministic)
+        report["results"].append(row)
+        if row["status"] == "failed":
+            described = {k: row[k] for k in ("model", *CONFIGURATION)}
+            report["failed"].append({**described, "errors": row["errors"]})
+            typer.echo(f"bench_gpu: configuration {described} failed: {row['errors']}",
+                       err=True)
         report["paper_run_projection"] = projection(report["results"])
+        report["deterministic_cost"] = deterministic_cost(report["results"])
         write()
         if compiled:
             torch._dynamo.reset()  # the next configuration compiles afresh, memory freed
+        if deterministic:  # the next configuration runs under torch's defaults again
+            torch.use_deterministic_algorithms(False)
+            torch.backends.cudnn.deterministic = False
     print(write())
+    if report["failed"]:
+        raise Exit(1)
 
 
 if __name__ == "__main__":

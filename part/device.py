@@ -1,6 +1,8 @@
-"""Choosing the torch device from the `device` param."""
+"""Choosing the torch device from the `device` param, and making CUDA deterministic on it."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -31,3 +33,24 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise PartError(f"device {name!r} is not a torch device; use auto, cpu or cuda") from None
+
+
+# cuBLAS reproducible only with a fixed workspace per handle (NVIDIA's cuBLAS docs, "Results
+# reproducibility"); either value is what torch's deterministic mode accepts.
+DETERMINISTIC_CUBLAS_WORKSPACES = (":4096:8", ":16:8")
+
+
+def make_deterministic(device: torch.device, deterministic: bool = True) -> None:
+    """On CUDA with `deterministic` (train.deterministic), the same code, params and data give
+    the same bytes, as the DVC cache promises: deterministic algorithms only (an op that has none
+    raises, naming itself, rather than train a model that would not reproduce), a fixed cuBLAS
+    workspace, no cuDNN autotuning (it picks kernels by timing, so by chance). Call it before the
+    process's first CUDA matmul: torch sizes its cuBLAS workspace once. The CPU's kernels are
+    deterministic already, so it changes nothing there."""
+    if not deterministic or device.type != "cuda":
+        return
+    if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in DETERMINISTIC_CUBLAS_WORKSPACES:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = DETERMINISTIC_CUBLAS_WORKSPACES[0]
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True

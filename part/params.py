@@ -87,6 +87,7 @@ class TrainParams:
     monitor_steps: int = 10
     random_start: str = "budget"  # budget: draws within each pixel's budget; paper: U(-eps, eps)
     precision: str = "tf32"  # fp32 | tf32 | bf16 on CUDA; the CPU always runs fp32
+    deterministic: bool = True  # CUDA: same bytes on a rerun (part/device.py); the CPU always is
 
 
 @dataclass(frozen=True)

@@ -157,12 +157,14 @@ def run_masks(params: Params) -> float:
     masks itself from the same weights, so it does not wait for (or depend on) this file."""
     from part.checkpoint import load_checkpoint
     from part.data.prepared import load_prepared
-    from part.device import resolve_device
+    from part.device import make_deterministic, resolve_device
     from part.distributed import gather_masks, join, leave, world_from_env
     from part.gallery import save_mask_gallery
     from part.masking import compute_masks, save_masks
+    from part.precision import effective_precision, numerics
 
     device = resolve_device(params.device)
+    make_deterministic(device, params.train.deterministic)
     train = load_prepared(TRAIN_SET, device=device)
     source = burnin_path(params.seed)
     model, _ = load_checkpoint(source, device=device, expect={
@@ -171,8 +173,10 @@ def run_masks(params: Params) -> float:
     settings = mask_settings(params)
     world = world_from_env()  # under torchrun each rank computes its share of the masks
     join(world, device)
-    masks = gather_masks(world, lambda share: compute_masks(model, share, settings),
-                         train.images, settings.batch_size)
+    # at the precision training computes its masks at (train.precision), so they are the same
+    with numerics(effective_precision(params.train.precision, device)):
+        masks = gather_masks(world, lambda share: compute_masks(model, share, settings),
+                             train.images, settings.batch_size)
     leave(world)
     if not world.is_main:
         return float(masks.float().mean())

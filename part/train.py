@@ -38,6 +38,7 @@ from part.checkpoint import (
 )
 from part.data.augment import augment_batch, augmentation_for
 from part.data.subset import balanced_subset
+from part.device import make_deterministic
 from part.distributed import (
     SINGLE,
     World,
@@ -352,6 +353,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
 
     Started by torchrun with several processes, the ranks share every batch and only rank 0
     writes (part/distributed.py)."""
+    make_deterministic(device, params.train.deterministic)  # before the first CUDA matmul
     world = world_from_env()
     join(world, device)
     if world.is_distributed and params.train.batch_size < world.size:
@@ -421,8 +423,10 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                                                  *data.image_shape[1:]),
                                         params.seed, epoch).to(device)
             elif uses_cam(spec.variant) and not follows_part(spec.variant) and refresh:
-                masks = refreshed_masks(spec.variant, model, data.images, spec.mask_settings,
-                                        params.seed, epoch, _augmentation(params), world)
+                with numerics(precision):  # masks at the declared precision, like the attacks
+                    masks = refreshed_masks(spec.variant, model, data.images,
+                                            spec.mask_settings, params.seed, epoch,
+                                            _augmentation(params), world)
             if masks is not None:
                 important_fraction = masks.float().mean().item()
             budget = epoch_budget(spec.variant, masks, params.eps, params.eps_low,

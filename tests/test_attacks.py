@@ -425,6 +425,7 @@ def test_pgd_works_under_autocast(small_batch):
     assert _accuracy(model, x_mma, y) < _accuracy(model, x, y)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_attacks_run_on_the_tensors_device(small_batch):
     model, x, y = small_batch

@@ -16,7 +16,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_gpu import CIFAR_TRAIN, FIGURES, PAPER_PRESET, projection  # noqa: E402
+from bench_gpu import (  # noqa: E402
+    CIFAR_TRAIN,
+    FIGURES,
+    PAPER_PRESET,
+    deterministic_cost,
+    projection,
+)
 
 
 def test_the_cpu_run_prints_every_figure(tmp_path):
@@ -74,3 +80,50 @@ def test_the_projection_counts_the_monitor_and_skips_incomplete_or_other_rows():
               if key != "masks_per_s"}  # a figure that failed: not a candidate
     assert projection([slow_monitor, failed])["configuration"]["precision"] == "bf16"
     assert projection([{**slow_monitor, "model": "cnn_small"}]) is None
+
+
+SMALL = ["--n", "32", "--n-eval", "8", "--repeats", "1", "--batch-size", "16"]  # 2 batches
+
+
+def _bench(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, dict]:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "bench/bench_gpu.py", *args, *SMALL, "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    return result, json.loads(out.read_text())
+
+
+def test_the_quick_profile_on_the_cpu_adds_the_deterministic_row_and_its_cost(tmp_path):
+    result, report = _bench(tmp_path, "--quick")
+    assert result.returncode == 0, result.stderr
+    assert report["quick"] is True and report["failed"] == []
+    plain, deterministic = report["results"]
+    assert (plain["deterministic"], deterministic["deterministic"]) == (False, True)
+    assert plain["status"] == deterministic["status"] == "ok"
+    (cost,) = report["deterministic_cost"]["deterministic_over_default"]
+    assert cost["model"] == "cnn_small" and cost["at_epoch_ratio"] > 0
+
+
+@pytest.mark.slow
+def test_a_configuration_that_fails_is_a_failure_in_the_report_and_the_exit_status(tmp_path):
+    # No C++ compiler for inductor: the compiled row fails, the eager rows still run.
+    result, report = _bench(tmp_path, "--quick", "--compile", CXX="/bin/false",
+                            TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor"))
+    assert result.returncode == 1
+    statuses = [(row["compile"], row["deterministic"], row["status"])
+                for row in report["results"]]
+    assert statuses == [(False, False, "ok"), (True, False, "failed"), (False, True, "ok")]
+    (failed,) = report["failed"]
+    assert failed["compile"] is True and "epochs" in failed["errors"]
+    assert "failed" in result.stderr and "InvalidCxxCompiler" in result.stderr
+    assert json.loads(result.stdout) == report  # the whole report is still printed
+
+
+def test_the_deterministic_cost_pairs_each_deterministic_row_with_its_default_twin():
+    rows = [_row("bf16", 5000.0, 4000.0), {**_row("bf16", 4000.0, 2000.0), "deterministic": True},
+            {**_row("tf32", 10.0, 10.0), "deterministic": True}]  # no twin: left out
+    (cost,) = deterministic_cost(rows)["deterministic_over_default"]
+    assert cost["precision"] == "bf16"
+    assert cost["at_epoch_ratio"] == 1.25 and cost["part_epoch_ratio"] == 2.0
+    assert deterministic_cost(rows[:1]) is None

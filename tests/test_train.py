@@ -348,3 +348,30 @@ def test_a_resume_state_of_another_computation_is_not_used(burnin, tmp_path, mon
     assert resumed == [None]
     assert [row["epoch"] for row in history] == [2, 3]
     _assert_same_weights(fresh, rerun)
+
+
+@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"),
+                    reason="this torch has only the legacy allow_tf32 flags")
+def test_masks_are_refreshed_at_the_declared_precision(burnin, tmp_path, monkeypatch):
+    # The CAM pass of a mask refresh runs under the same numerics as the training attacks: with
+    # train.precision fp32 (what the CPU runs), matmuls and convolutions in strict IEEE fp32
+    # even where TF32 was switched on before.
+    import part.train
+
+    seen = []
+    compute = part.train.refreshed_masks
+
+    def recording(*args, **kwargs):
+        seen.append((torch.backends.cuda.matmul.fp32_precision,
+                     torch.backends.cudnn.conv.fp32_precision))
+        return compute(*args, **kwargs)
+
+    monkeypatch.setattr(part.train, "refreshed_masks", recording)
+    before = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
+    torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "tf32"
+    try:
+        _continue(_tiny_params(), burnin, tmp_path, "part", "part", refresh_every=1)
+    finally:
+        torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = \
+            before
+    assert seen == [("ieee", "ieee")] * 2  # epochs 2 and 3, each refreshed
