@@ -38,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from part.paths import model_path
+
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / ".device_wheels"
 TOTAL_BUDGET_S = 300.0  # the GPU machine's 5 minutes of wall time for the whole check
@@ -270,7 +272,7 @@ def _md5(path: Path) -> str | None:
     return hashlib.md5(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-RERUN_OUTPUT = Path("models") / "part-0.safetensors"
+RERUN_OUTPUT = model_path("part", 0)
 # The PART run's evaluation and what it needs (prepare, burn-in, training): the baseline's
 # stages, the masks gallery and the report would add little but minutes.
 REPRO_TARGET = "evaluate@part-0"

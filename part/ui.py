@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 from part.errors import PartError
 
@@ -28,7 +29,8 @@ EXIT_BAD_INPUT = 2
 
 
 def fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    # escaped: a message quoting a list ("controls: [random_mask]") is text, not rich markup
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     sys.exit(EXIT_BAD_INPUT)
 
 

@@ -93,8 +93,8 @@ def test_no_code_outside_part_paths_makes_a_pipeline_path():
         if source.name == "paths.py":
             continue
         text = source.read_text()
-        for directory in ("data", "models", "metrics", "masks", "budgets", "plots", "reports",
-                          "runs", "timings"):
+        for directory in ("data", "models", "metrics", "masks", "budgets", "traces", "plots",
+                          "reports", "runs", "timings"):
             fragment = f'Path("{directory}'
             if fragment in text:
                 spelled.append(f"{source.relative_to(ROOT)}: {fragment}")

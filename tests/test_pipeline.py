@@ -164,8 +164,12 @@ def test_adding_a_seed_or_a_variant_runs_only_its_own_stages(project):
     study = json.loads((project / "reports/study.json").read_text())
     assert study["seeds"] == [0, 1] and study["variants"]["part"]["pgd20"]["diff"]["t95"]
     _reset(project)
-    result = _run(["dvc", "exp", "run", "-S", "variants=[baseline,part,random_mask]"], project)
-    assert _ran(result) == {"train@random_mask-0", "evaluate@random_mask-0", "report"}
+    # a control follows PART's trace: its stages run after PART's, which stay cached
+    result = _run(["dvc", "exp", "run", "-S", "controls=[random_mask]"], project)
+    assert _ran(result) == {"train_control@random_mask-0", "evaluate_control@random_mask-0",
+                            "report"}
+    study = json.loads((project / "reports/study.json").read_text())
+    assert set(study["variants"]) == {"baseline", "part", "random_mask"}
     _reset(project)
 
 
