@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _budget_batch import budget_batch
 
 from part.attacks import pgd
 from part.cam import cam
@@ -40,11 +41,8 @@ EPS, EPS_LOW = 8 / 255, 4 / 255
 
 @pytest.fixture(scope="module")
 def batch():
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (16, 3, 32, 32), generator=generator).float() / 255
-    y = torch.randint(0, 10, (16,), generator=generator)
-    important = torch.rand(16, 1, 32, 32, generator=generator) < 0.5
-    return x, y, torch.where(important, EPS, EPS_LOW).expand(16, 3, 32, 32).contiguous()
+    x, y, budget = budget_batch(16, 0, EPS, EPS_LOW)
+    return x, y, budget.contiguous()
 
 
 @pytest.fixture(scope="module", params=["cnn_small", "resnet18"])

@@ -18,6 +18,7 @@ import copy
 
 import pytest
 import torch
+from _budget_batch import budget_batch
 
 import part.methods
 from part.attacks import pgd
@@ -61,12 +62,7 @@ def compiled(model):
 
 @pytest.fixture(scope="module")
 def batch():
-    generator = torch.Generator().manual_seed(1)
-    x = torch.randint(0, 256, (8, 3, 32, 32), generator=generator).float() / 255
-    y = torch.randint(0, 10, (8,), generator=generator)
-    important = torch.rand(8, 1, 32, 32, generator=generator) < 0.5
-    budget = torch.where(important, EPS, EPS_LOW).expand(8, 3, 32, 32)
-    return x, y, budget
+    return budget_batch(8, 1, EPS, EPS_LOW)
 
 
 def _runs_as(config: str, model, compiled):
