@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from part.errors import PartError
+from part.random_draws import BatchDraws
 
 AttackLoss = Literal["ce", "kl", "margin", "targeted_margin", "targeted_hinge"]
 RandomStart = bool | None | Literal["uniform", "normal"]
@@ -30,6 +31,7 @@ ATTACK_LOSSES: tuple[str, ...] = ("ce", "kl", "margin", "targeted_margin", "targ
 RANDOM_STARTS: tuple[object, ...] = (True, False, None, "uniform", "normal")
 START_RULES: tuple[str, ...] = ("budget", "paper")
 
+GLOBAL_DRAWS = BatchDraws()  # torch's global RNG, the whole batch
 # TRADES and MART start from a tiny Gaussian perturbation rather than a uniform draw.
 NORMAL_START_STD = 0.001
 # The paper code's MMA hinge: -max(z_y - z_t + kappa, 0), so the push stops kappa logits past t.
@@ -188,7 +190,8 @@ def _exactly_within(x_adv: Tensor, x: Tensor, budget: float | Tensor) -> Tensor:
 
 
 def _start_point(x: Tensor, budget: float | Tensor, random_start: RandomStart,
-                 start: str = "budget", start_eps: float | None = None) -> Tensor:
+                 start: str = "budget", start_eps: float | None = None,
+                 draws: BatchDraws = GLOBAL_DRAWS) -> Tensor:
     """The first iterate. `budget`: uniform draws within each element's own budget, projected
     and clipped. `paper` (the paper code's part_pgd and TRADES/MART): U(-eps, eps) with one
     scalar eps on every element (or 0.001 N(0,1)), neither projected nor clipped before the
@@ -198,13 +201,13 @@ def _start_point(x: Tensor, budget: float | Tensor, random_start: RandomStart,
     if uniform:
         if start == "paper" and not isinstance(budget, float):
             assert start_eps is not None  # checked by _check_random_start
-            delta = torch.empty_like(x).uniform_(-start_eps, start_eps)
+            delta = draws.uniform(x, -start_eps, start_eps)
         elif isinstance(budget, float):
-            delta = torch.empty_like(x).uniform_(-budget, budget)
+            delta = draws.uniform(x, -budget, budget)
         else:
-            delta = torch.empty_like(x).uniform_(-1.0, 1.0) * budget
+            delta = draws.uniform(x, -1.0, 1.0) * budget
     elif random_start == "normal":
-        delta = NORMAL_START_STD * torch.randn_like(x)
+        delta = NORMAL_START_STD * draws.normal(x)
     else:
         return x.clone()
     if start == "paper":
@@ -287,6 +290,7 @@ def pgd(
     clean_logits: Tensor | None = None,
     start: StartRule = "budget",
     start_eps: float | None = None,
+    draws: BatchDraws = GLOBAL_DRAWS,
 ) -> Tensor:
     """L-inf PGD under a float or per-element budget map; returns x_adv (detached), inside the
     budget and [0,1] exactly.
@@ -299,13 +303,15 @@ def pgd(
     loss: 'ce' (AT, MART), 'kl' (TRADES; sum_b KL(p_clean || p_adv) as TRADES' KLDivLoss computes
     it, p_clean from clean_logits if given), 'margin' (CW), 'targeted_margin' (z_target - z_y),
     'targeted_hinge' (the paper's MMA loss, -max(z_y - z_target + 50, 0)).
+    draws: where the random start comes from (default torch's global RNG); training passes its
+    rank's share of the global batch's draws (part/random_draws.py).
     """
     _check_images_and_labels(x, y)
     budget = _budget(eps, x)
     _check_schedule(step_size, steps)
     _check_loss(loss, x, target, clean_logits)
     _check_random_start(random_start, start, start_eps, budget)
-    start_point = _start_point(x.detach(), budget, random_start, start, start_eps)
+    start_point = _start_point(x.detach(), budget, random_start, start, start_eps, draws)
     return _ascend(
         model, x, y, budget, float(step_size), steps, start_point, loss, target, clean_logits
     )

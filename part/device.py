@@ -7,7 +7,7 @@ import os
 import torch
 
 from part.errors import PartError
-from part.gpu_claim import auto_gpu_index
+from part.gpu_claim import auto_gpu_index, per_machine_ranks
 
 DEVICES = ("auto", "cpu", "cuda")  # the values of the `device` param
 
@@ -16,8 +16,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     """`auto`: the CPU without a GPU, the GPU where there is one, and where there are several a
     free one that this process claims until it ends, or cuda:LOCAL_RANK under a torchrun of
     several processes per machine (part/gpu_claim.py), so that parallel jobs (dvc queue start
-    --jobs N) each get their own. A named device (cuda:N too) is taken as it is."""
-    if name == "auto":
+    --jobs N) each get their own. `cuda` is the only GPU, or under several processes per
+    machine cuda:LOCAL_RANK as `auto` takes it; a named device (cuda:N) is taken as it is, but
+    never by several processes of one machine, which it would put on one GPU."""
+    ranks_here = per_machine_ranks()
+    if name.startswith("cuda:") and ranks_here > 1:
+        raise PartError(f"device {name!r} names one GPU for the {ranks_here} processes torchrun "
+                        "started on this machine (distributed.nproc_per_node), and two "
+                        "processes cannot share one; set device: auto (or cuda): each process "
+                        "takes its own")
+    if name == "auto" or (name == "cuda" and ranks_here > 1 and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             return torch.device("cpu")
         index = auto_gpu_index(torch.cuda.device_count())

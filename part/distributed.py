@@ -1,29 +1,35 @@
 """Data parallelism across the processes that torchrun starts: one per GPU, or gloo processes on a
 CPU (`distributed.nproc_per_node`).
 
-Every rank builds the same global batch as a single process would (the same order, augmentation
-and random starts), trains on its contiguous share of it, and the ranks average their gradients
-with one all-reduce per step, each weighted by its share of the batch, so that a step is the
-single-process step on the whole batch up to the order of float sums. Baseline and PART stay
+Every rank builds only its contiguous share of each global batch, with the random numbers one
+process draws for those examples (the order, augmentation and random starts: part/random_draws.py),
+and trains through DistributedDataParallel with its loss weighted by its share, so that a step is
+the single-process step on the whole batch up to the order of float sums. Baseline and PART stay
 paired: they see the same global batches on the same ranks. On CUDA batch norm is synchronised
 (SyncBatchNorm); on the CPU each rank normalises its share, and the running statistics are
-averaged at the end of every epoch, so every rank holds the same model. The mask refresh is
-sharded by sample index and gathered. Only rank 0 writes files.
+averaged at the end of every epoch, so every rank holds the same model. The mask refresh and the
+per-epoch monitor are sharded and gathered. Rank 0 decides whether a run resumes and sends the
+state to the others; only rank 0 writes files.
 """
 
 from __future__ import annotations
 
 import ctypes
+import inspect
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from part.errors import PartError
 
 # A rank that waits this long for the others in a collective gives up: a rank that died is
 # normally noticed by torchrun, which stops the others at once.
@@ -98,18 +104,23 @@ def prepare_model(model: nn.Module, world: World, device: torch.device) -> nn.Mo
     return model
 
 
-def average_gradients(model: nn.Module, world: World, share: int, batch: int) -> None:
-    """Each rank's gradient (of its share's mean loss) weighted by share / batch and summed over
-    the ranks: the gradient of the whole batch's mean loss. One flat all-reduce."""
+def data_parallel(model: nn.Module, world: World, device: torch.device) -> nn.Module:
+    """What the training loss runs through: under several ranks, PyTorch's
+    DistributedDataParallel (bucketed gradient all-reduce, overlapped with the backward pass; the
+    average over ranks, which train_epoch's share-weighted loss turns into the global batch's
+    mean); in one process the model itself. Buffers are not broadcast at every forward: batch
+    norm's running statistics are averaged after each epoch (average_buffers)."""
     if not world.is_distributed:
-        return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads]).mul_(share / batch)
-    dist.all_reduce(flat)
-    offset = 0
-    for grad in grads:
-        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
-        offset += grad.numel()
+        return model
+    parallel = nn.parallel.DistributedDataParallel
+    # torch 2.14 renamed broadcast_buffers; 2.11 knows only the old name
+    no_forward_sync = ("forward_sync_buffers" if "forward_sync_buffers"
+                       in inspect.signature(parallel.__init__).parameters else "broadcast_buffers")
+    where = {}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        where = {"device_ids": [index], "output_device": index}
+    return parallel(model, **where, **{no_forward_sync: False})
 
 
 def average_buffers(model: nn.Module, world: World) -> None:
@@ -156,6 +167,70 @@ def gather_masks(world: World, compute: Callable[[Tensor], Tensor], images: Tens
     pieces = [part[:max(rows(rank).stop - rows(rank).start, 0)]
               for rank, part in enumerate(gathered)]
     return torch.cat(pieces).bool()
+
+
+def node_name() -> str:
+    """This process's machine as a message names it: torchrun's node rank and the host name."""
+    return f"node {os.environ.get('GROUP_RANK', '0')} ({socket.gethostname()})"
+
+
+def _collective_device(device: torch.device) -> torch.device:
+    return device if device.type == "cuda" else torch.device("cpu")  # NCCL: CUDA; gloo: CPU
+
+
+def broadcast_bytes(payload: bytes, world: World, device: torch.device) -> bytes:
+    """Rank 0's `payload` on every rank (the others' is ignored)."""
+    if not world.is_distributed:
+        return payload
+    where = _collective_device(device)
+    length = torch.tensor([len(payload)], dtype=torch.int64, device=where)
+    dist.broadcast(length, src=0)
+    buffer = torch.empty(int(length.item()), dtype=torch.uint8, device=where)
+    if world.is_main and payload:
+        buffer.copy_(torch.frombuffer(bytearray(payload), dtype=torch.uint8))
+    dist.broadcast(buffer, src=0)
+    return buffer.cpu().numpy().tobytes()
+
+
+def gather_text(text: str, world: World, device: torch.device) -> list[str]:
+    """Every rank's `text`, in rank order, on every rank (no pickling: UTF-8 bytes, padded)."""
+    if not world.is_distributed:
+        return [text]
+    where = _collective_device(device)
+    encoded = text.encode()
+    longest = torch.tensor([len(encoded)], dtype=torch.int64, device=where)
+    dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+    lengths = [torch.zeros(1, dtype=torch.int64, device=where) for _ in range(world.size)]
+    dist.all_gather(lengths, torch.tensor([len(encoded)], dtype=torch.int64, device=where))
+    padded = torch.zeros(int(longest.item()), dtype=torch.uint8, device=where)
+    if encoded:
+        padded[:len(encoded)] = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
+    gathered = [torch.empty_like(padded) for _ in range(world.size)]
+    dist.all_gather(gathered, padded)
+    return [piece[:int(n.item())].cpu().numpy().tobytes().decode()
+            for piece, n in zip(gathered, lengths, strict=True)]
+
+
+def require_everywhere(paths: list[Path], world: World, device: torch.device) -> None:
+    """Fail on every rank, with one message naming each missing file and its node, unless every
+    rank finds every one of `paths` (on several machines each reads its own copy)."""
+    missing = [str(path) for path in paths if not Path(path).is_file()]
+    where = f" on {node_name()}, rank {world.rank}" if world.is_distributed else ""
+    mine = f"{', '.join(missing)}{where}" if missing else ""
+    reports = [report for report in gather_text(mine, world, device) if report]
+    if reports:
+        raise PartError("missing input file(s): " + "; ".join(reports) + "; run the stages "
+                        "before this one (dvc repro) there, or copy the files there")
+
+
+def agree(value: str, what: str, world: World, device: torch.device) -> None:
+    """Fail on every rank unless every rank computed the same `value` (`what` names it)."""
+    values = gather_text(value, world, device)
+    differing = [rank for rank, other in enumerate(values) if other != values[0]]
+    if differing:
+        raise PartError(f"ranks {', '.join(map(str, differing))} see another {what} than rank 0 "
+                        "(other code, params or data on their machine); give every machine the "
+                        "same checkout, params.yaml and data")
 
 
 def barrier(world: World) -> None:

@@ -9,12 +9,13 @@ by a crash or a kill too, so a claim can never be left behind. A process that fi
 claimed waits for one, and fails after a while with a message that says which lock directory to
 look at and which processes hold the GPUs.
 
-Not claimed: the only GPU of a machine. A process of a torchrun job with several processes per
-machine takes cuda:LOCAL_RANK, as torchrun means it to, and claims exactly that GPU: a second
-such job queued beside it waits for those GPUs (and fails after the wait) instead of landing on
-them. dvc.yaml starts the training stages through torchrun even with one process
-(distributed.nproc_per_node: 1), so a torchrun of one process per machine claims as a plain
-process does: otherwise every queued job would land on GPU 0.
+Not claimed: the only GPU of a machine. A job of N > 1 processes per machine claims N GPUs as
+one set before torchrun starts (part.launch, the stages' command in dvc.yaml), and its ranks take
+cuda:LOCAL_RANK of that set: a second such job waits for a whole free set (and fails after the
+wait) instead of landing on the same GPUs, and a machine with fewer than N visible GPUs fails at
+once. A torchrun job started by hand (several machines) claims rank by rank. A torchrun of one
+process per machine claims as a plain process does: otherwise every queued job would land on
+GPU 0.
 """
 
 from __future__ import annotations
@@ -36,12 +37,15 @@ WAIT_ENV = "PART_GPU_WAIT_SECONDS"
 DEFAULT_WAIT_SECONDS = 3600.0
 POLL_SECONDS = 1.0
 
-__all__ = ["DEFAULT_WAIT_SECONDS", "LOCK_DIR_ENV", "WAIT_ENV", "auto_gpu_index", "claim_gpu",
-           "default_lock_dir", "visible_gpu_ids", "wait_seconds"]
+__all__ = ["CLAIMED_ENV", "DEFAULT_WAIT_SECONDS", "LOCK_DIR_ENV", "WAIT_ENV", "auto_gpu_index",
+           "claim_gpu", "claim_gpus", "default_lock_dir", "held_lock_files", "per_machine_ranks",
+           "visible_gpu_ids", "wait_seconds"]
 
-# This process's claims by lock directory: the open lock file (a claim lasts while it stays
-# open) and the GPU's index. A second `device: auto` in the same process gets the same GPU.
-_held: dict[Path, tuple[IO[bytes], int]] = {}
+# This process's claim by lock directory: the open lock files (a claim lasts while they stay
+# open) and the GPUs' indices. A second `device: auto` in the same process gets the same GPU.
+_held: dict[Path, tuple[list[IO[bytes]], list[int]]] = {}
+# Set by part.launch for the ranks of a job whose GPUs it claimed as a set: the claimed ids.
+CLAIMED_ENV = "PART_CLAIMED_GPUS"
 
 
 def default_lock_dir() -> Path:
@@ -112,15 +116,20 @@ def _holders(lock_dir: Path, gpu_ids: list[str]) -> str:
     return ", ".join(found)
 
 
-def claim_gpu(count: int, lock_dir: Path | None = None, wait: float | None = None,
-              only: int | None = None) -> int:
-    """The index (among the `count` GPUs torch sees) of a GPU that no other process holds, now
-    held by this process until it ends; `only` restricts it to that one index. Waits up to
-    `wait` seconds (default: wait_seconds()) for one to come free, then raises PartError.
-    Claiming again in the same process returns the GPU it already holds."""
+def claim_gpus(count: int, wanted: int = 1, lock_dir: Path | None = None,
+               wait: float | None = None, only: int | None = None) -> list[int]:
+    """The indices (among the `count` GPUs torch sees) of `wanted` GPUs that no other process
+    holds, claimed together (all of them or none: a job never sits on part of a set while it
+    waits for the rest), now held by this process until it ends; `only` restricts a claim of
+    one to that index. Waits up to `wait` seconds (default: wait_seconds()) for enough to come
+    free, then raises PartError. Claiming again in the same process returns what it holds."""
     lock_dir = Path(lock_dir or default_lock_dir())
     if lock_dir in _held:
-        return _held[lock_dir][1]
+        return list(_held[lock_dir][1])
+    if wanted > count:
+        raise PartError(f"{wanted} GPUs are needed but only {count} are visible; lower "
+                        "distributed.nproc_per_node, or make more GPUs visible "
+                        "(CUDA_VISIBLE_DEVICES)")
     wait = wait_seconds() if wait is None else wait
     try:
         lock_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -128,33 +137,53 @@ def claim_gpu(count: int, lock_dir: Path | None = None, wait: float | None = Non
         raise PartError(f"cannot create the GPU lock directory {lock_dir}: {error.strerror}; "
                         f"set {LOCK_DIR_ENV} to a writable directory") from None
     gpu_ids = visible_gpu_ids(count)
-    candidates = [only] if only is not None else range(count)
+    candidates = [only] if only is not None else list(range(count))
     deadline = time.monotonic() + wait
     told = False
+    if only is not None:
+        wanting = f"GPU {gpu_ids[only]} (LOCAL_RANK {only}) is"
+    elif wanted == 1:
+        wanting = f"all {count} GPUs are"
+    else:
+        wanting = f"fewer than {wanted} of the {count} GPUs are free:"
     while True:
+        taken: list[tuple[IO[bytes], int]] = []
         for index in candidates:
-            gpu_id = gpu_ids[index]
-            handle = _try_claim(_lock_path(lock_dir, gpu_id))
+            handle = _try_claim(_lock_path(lock_dir, gpu_ids[index]))
             if handle is not None:
-                _held[lock_dir] = (handle, index)
-                return index
+                taken.append((handle, index))
+                if len(taken) == wanted:
+                    _held[lock_dir] = ([handle for handle, _ in taken],
+                                       [index for _, index in taken])
+                    return list(_held[lock_dir][1])
+        for handle, _ in taken:  # not enough: hold none of them while waiting
+            handle.close()
         if time.monotonic() >= deadline:
             holders = _holders(lock_dir, [gpu_ids[index] for index in candidates])
-            wanted = (f"GPU {gpu_ids[only]} (LOCAL_RANK {only}) is" if only is not None
-                      else f"all {count} GPUs are")
             raise PartError(
-                f"{wanted} claimed by other part processes ({holders}; lock files "
-                f"in {lock_dir}) and none came free within {wait:g} s; "
+                f"{wanting} claimed by other part processes ({holders}; lock files "
+                f"in {lock_dir}) and not enough came free within {wait:g} s; "
                 f"end one of those processes, or run fewer jobs at once (dvc queue start --jobs "
-                f"{count}), or wait longer with {WAIT_ENV}=<seconds>, or name a GPU with "
-                "device: cuda:N (never claimed)")
+                f"{max(count // wanted, 1)}), or wait longer with {WAIT_ENV}=<seconds>, or name "
+                "a GPU with device: cuda:N (never claimed)")
         if not told:
-            what = f"GPU {gpu_ids[only]} is" if only is not None else f"all {count} GPUs are"
-            console.print(f"[yellow]{what} claimed by other part processes "
-                          f"(lock files in {lock_dir}); waiting up to {wait:g} s for one to come "
-                          f"free ({WAIT_ENV})[/]", soft_wrap=True)  # one line in a log
+            console.print(f"[yellow]{wanting} claimed by other part processes "
+                          f"(lock files in {lock_dir}); waiting up to {wait:g} s for enough to "
+                          f"come free ({WAIT_ENV})[/]", soft_wrap=True)  # one line in a log
             told = True
         time.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))
+
+
+def claim_gpu(count: int, lock_dir: Path | None = None, wait: float | None = None,
+              only: int | None = None) -> int:
+    """The index of one GPU claimed by claim_gpus (the one this process holds, if any)."""
+    return claim_gpus(count, 1, lock_dir, wait, only)[0]
+
+
+def held_lock_files(lock_dir: Path | None = None) -> list[IO[bytes]]:
+    """The open lock files of this process's claim: a launcher keeps them open across exec."""
+    held = _held.get(Path(lock_dir or default_lock_dir()))
+    return list(held[0]) if held else []
 
 
 def _env_int(env: Mapping[str, str], key: str, default: int) -> int:
@@ -168,20 +197,31 @@ def _env_int(env: Mapping[str, str], key: str, default: int) -> int:
                         "torchrun: start the stage through torchrun, or unset it") from None
 
 
+def per_machine_ranks(env: Mapping[str, str] | None = None) -> int:
+    """How many processes torchrun started on this machine (1 without torchrun)."""
+    env = os.environ if env is None else env
+    if "LOCAL_RANK" not in env:
+        return 1
+    return _env_int(env, "LOCAL_WORLD_SIZE", _env_int(env, "WORLD_SIZE", 1))
+
+
 def auto_gpu_index(count: int, lock_dir: Path | None = None, wait: float | None = None,
                    env: Mapping[str, str] | None = None) -> int | None:
-    """Which of `count` visible GPUs `device: auto` takes: None for the only one; LOCAL_RANK,
-    claimed, for a process of a torchrun job with several processes per machine; otherwise a
-    claimed free one (claim_gpu)."""
+    """Which of `count` visible GPUs `device: auto` takes. One process per machine: None for
+    the only GPU, else a claimed free one (claim_gpu). A rank of a torchrun job with several
+    processes per machine: cuda:LOCAL_RANK, of the set part.launch claimed for the job, or
+    claimed by the rank itself where the job was started by hand; never two ranks on one GPU."""
     env = os.environ if env is None else env
+    per_machine = per_machine_ranks(env)
+    if per_machine > 1:
+        local_rank = _env_int(env, "LOCAL_RANK", 0)
+        if per_machine > count or not 0 <= local_rank < count:
+            raise PartError(f"torchrun started {per_machine} processes on this machine but only "
+                            f"{count} GPU(s) are visible, and two processes cannot share one; "
+                            f"set distributed.nproc_per_node to at most {count}, or device: cpu")
+        if env.get(CLAIMED_ENV) and env.get(CLAIMED_ENV) == env.get("CUDA_VISIBLE_DEVICES"):
+            return local_rank  # part.launch holds the job's GPUs as a set
+        return claim_gpu(count, lock_dir, wait, only=local_rank)
     if count <= 1:
         return None
-    per_machine = _env_int(env, "LOCAL_WORLD_SIZE", _env_int(env, "WORLD_SIZE", 1))
-    if "LOCAL_RANK" in env and per_machine > 1:
-        local_rank = _env_int(env, "LOCAL_RANK", 0)
-        if not 0 <= local_rank < count:
-            raise PartError(f"torchrun started process LOCAL_RANK={local_rank} but only {count} "
-                            "GPUs are visible; set distributed.nproc_per_node to at most "
-                            f"{count}, or device: cpu")
-        return claim_gpu(count, lock_dir, wait, only=local_rank)
     return claim_gpu(count, lock_dir, wait)

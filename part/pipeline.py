@@ -115,6 +115,22 @@ def run_prepare(params: Params) -> dict:
     return summary
 
 
+def _monitor_split(params: Params) -> tuple[str, Path]:
+    # The monitor (and so the best epoch) runs on the validation split held out of the training
+    # set; only with data.val_subset: 0 on the test subset, as the paper code does.
+    return ("validation", VAL_SET) if params.data.val_subset else ("test", TEST_SET)
+
+
+def _join_with(inputs: list[Path], device) -> None:
+    """Join torchrun's ranks (if any), and stop every rank with one message if any lacks one of
+    `inputs`: on several machines each reads its own copy of them."""
+    from part.distributed import join, require_everywhere, world_from_env
+
+    world = world_from_env()
+    join(world, device)
+    require_everywhere(inputs, world, device)
+
+
 def load_train_data(params: Params, device) -> TrainData:
     from part.data.prepared import load_prepared
     from part.train import TrainData, monitor_subset
@@ -125,9 +141,7 @@ def load_train_data(params: Params, device) -> TrainData:
             f"{TRAIN_SET} holds {train.meta['dataset']!r} but params.yaml asks for "
             f"{params.dataset!r}; run `dvc repro prepare`"
         )
-    # The monitor (and so the best epoch) runs on the validation split held out of the training
-    # set; only with data.val_subset: 0 on the test subset, as the paper code does.
-    split_name, path = ("validation", VAL_SET) if params.data.val_subset else ("test", TEST_SET)
+    split_name, path = _monitor_split(params)
     monitor = load_prepared(path, device=device)
     if monitor.meta["dataset"] != params.dataset or len(monitor) == 0:
         raise PartError(f"{path} does not hold the {split_name} split of {params.dataset} that "
@@ -144,6 +158,7 @@ def run_burnin(params: Params, *, show_progress: bool = True) -> list[dict]:
     from part.train import RunSpec, train_run
 
     device = resolve_device(params.device)
+    _join_with([TRAIN_SET, _monitor_split(params)[1]], device)
     data = load_train_data(params, device)
     name = run_name("burnin", params.seed)
     spec = RunSpec(name=name, first_epoch=1, last_epoch=params.burn_in_epochs)
@@ -158,21 +173,21 @@ def run_masks(params: Params) -> float:
     from part.checkpoint import load_checkpoint
     from part.data.prepared import load_prepared
     from part.device import make_deterministic, resolve_device
-    from part.distributed import gather_masks, join, leave, world_from_env
+    from part.distributed import gather_masks, leave, world_from_env
     from part.gallery import save_mask_gallery
     from part.masking import compute_masks, save_masks
     from part.precision import effective_precision, numerics
 
     device = resolve_device(params.device)
     make_deterministic(device, params.train.deterministic)
-    train = load_prepared(TRAIN_SET, device=device)
     source = burnin_path(params.seed)
+    _join_with([TRAIN_SET, source], device)
+    train = load_prepared(TRAIN_SET, device=device)
     model, _ = load_checkpoint(source, device=device, expect={
         "model": params.model, "in_channels": train.images.shape[1],
         "image_size": train.images.shape[2], "num_classes": int(train.meta["num_classes"])})
     settings = mask_settings(params)
     world = world_from_env()  # under torchrun each rank computes its share of the masks
-    join(world, device)
     # at the precision training computes its masks at (train.precision), so they are the same
     with numerics(effective_precision(params.train.precision, device)):
         masks = gather_masks(world, lambda share: compute_masks(model, share, settings),
@@ -195,8 +210,11 @@ def run_train(params: Params, variant: str, *, show_progress: bool = True) -> li
     from part.variants import PART, follows_part, uses_cam
 
     check_variant(variant, params)
-    _check_budget_spec(params, variant)
     device = resolve_device(params.device)
+    follows = trace_path(PART, params.seed) if follows_part(variant) else None
+    _join_with([TRAIN_SET, _monitor_split(params)[1], burnin_path(params.seed),
+                budget_spec_path(variant), *([follows] if follows else [])], device)
+    _check_budget_spec(params, variant)
     data = load_train_data(params, device)
     name = run_name(variant, params.seed)
     reweighted = uses_cam(variant)
@@ -204,7 +222,7 @@ def run_train(params: Params, variant: str, *, show_progress: bool = True) -> li
                    last_epoch=params.epochs, init_checkpoint=burnin_path(params.seed),
                    mask_settings=mask_settings(params) if reweighted else None,
                    refresh_every=params.mask.refresh_every if reweighted else 0,
-                   follows=trace_path(PART, params.seed) if follows_part(variant) else None)
+                   follows=follows)
     return train_run(params, spec, data, device, out_path=model_path(variant, params.seed),
                      best_path=best_model_path(variant, params.seed),
                      trace_path=trace_path(variant, params.seed),

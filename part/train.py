@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -42,9 +43,11 @@ from part.device import make_deterministic
 from part.distributed import (
     SINGLE,
     World,
+    agree,
     average_buffers,
-    average_gradients,
     barrier,
+    broadcast_bytes,
+    data_parallel,
     join,
     leave,
     prepare_model,
@@ -56,11 +59,12 @@ from part.eval_mode import eval_mode
 from part.hashing import code_digest, file_sha256, json_sha256, tensors_digest
 from part.lr_schedule import learning_rate
 from part.masking import MaskSettings
-from part.methods import TrainingAttack, training_loss
+from part.methods import StepInputs, TrainingAttack, training_loss
 from part.models import build_model
 from part.params import Params
 from part.precision import autocast, effective_precision, numerics
 from part.progress import Display, RunningMeans, Task
+from part.random_draws import BatchDraws, epoch_generator
 from part.training_log import TrainingLog
 from part.ui import console
 from part.variants import (
@@ -128,29 +132,43 @@ def monitor_subset(labels: Tensor, n: int, seed: int) -> Tensor:
     return balanced_subset(labels, n, seed).to(labels.device)
 
 
+def _input_dtype(model: nn.Module) -> torch.dtype:
+    """Images in float32, or float64 for a float64 model (exact checks: tests/test_ddp_*)."""
+    return torch.float64 if next(model.parameters()).dtype == torch.float64 else torch.float32
+
+
 @torch.no_grad()
 def _accuracy_counts(model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
     return (model(images).argmax(dim=1) == labels).sum()
 
 
-def monitor_accuracy(model: nn.Module, data: TrainData, params: Params,
-                     device: torch.device) -> tuple[float, float]:
-    """Clean and PGD accuracy on the fixed monitor subset, uniform budget eps."""
-    natural = torch.zeros((), device=device, dtype=torch.long)
-    robust = torch.zeros((), device=device, dtype=torch.long)
+def monitor_accuracy(model: nn.Module, data: TrainData, params: Params, device: torch.device,
+                     epoch: int = 0, world: World = SINGLE) -> tuple[float, float]:
+    """Clean and PGD accuracy on the fixed monitor subset, uniform budget eps. Under several
+    ranks each attacks its share of every monitor batch (with the one process's random starts)
+    and the counts are summed."""
+    counts = torch.zeros(2, device=device, dtype=torch.long)  # natural, robust
     batch = 2 * params.train.batch_size  # no gradients w.r.t. weights: room for larger batches
     precision = effective_precision(params.train.precision, device)
+    starts = epoch_generator(epoch_seed(params.seed, epoch, "monitor"), device)
+    dtype = _input_dtype(model)
     with eval_mode(model):
         for start in range(0, data.monitor_images.shape[0], batch):
-            x = data.monitor_images[start:start + batch].float().div_(255)
-            y = data.monitor_labels[start:start + batch]
+            size = min(batch, data.monitor_images.shape[0] - start)
+            rows = world.share(size)
+            if rows.stop == rows.start:
+                continue  # only the last batch can be smaller than the ranks
+            x = data.monitor_images[start:start + size][rows].to(dtype).div_(255)
+            y = data.monitor_labels[start:start + size][rows]
             with numerics(precision), autocast(precision, device):
-                natural += _accuracy_counts(model, x, y)
+                counts[0] += _accuracy_counts(model, x, y)
                 x_adv = pgd(model, x, y, params.eps, params.train.step_size,
-                            params.train.monitor_steps, random_start="uniform", loss="ce")
-                robust += _accuracy_counts(model, x_adv, y)
-    count = max(data.monitor_images.shape[0], 1)
-    return natural.item() / count, robust.item() / count
+                            params.train.monitor_steps, random_start="uniform", loss="ce",
+                            draws=BatchDraws(starts, size, rows))
+                counts[1] += _accuracy_counts(model, x_adv, y)
+    natural, robust = sum_across(counts, world).tolist()
+    total = max(data.monitor_images.shape[0], 1)
+    return natural / total, robust / total
 
 
 def _momentum_tensors(optimizer: torch.optim.SGD) -> dict[str, Tensor]:
@@ -260,17 +278,42 @@ def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int,
     }
 
 
+# Each of an epoch's random streams has a seed of its own: stream * STREAM_STRIDE + seed, with the
+# epoch mixed in by epoch_seed.
+STREAMS = {"order": 0, "augment": 1, "attack": 2, "monitor": 3}
+
+
+def epoch_seed(seed: int, epoch: int, stream: str) -> int:
+    """The seed of `stream`'s generator in `epoch` of a run of `seed`: the same for every variant
+    (so that their comparison is paired) and on every rank (so that N ranks draw the single
+    process's numbers)."""
+    return (seed * 100_003 + epoch) * len(STREAMS) + STREAMS[stream]
+
+
 def epoch_order(count: int, seed: int, epoch: int, device: torch.device) -> Tensor:
-    """The training epoch's shuffle. It seeds the global RNG first, which the attacks' random
-    starts then draw from: every variant of a seed sees the same batches and starts."""
-    torch.manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(count, device="cpu").to(device)
+    """The training epoch's shuffle, from a generator of its own: every variant of a seed sees
+    the same batches."""
+    order = torch.randperm(count, generator=epoch_generator(epoch_seed(seed, epoch, "order"),
+                                                            torch.device("cpu")))
+    return order.to(device)
+
+
+@dataclass
+class Batch:
+    """This rank's share of one global batch: images in [0,1], labels, masks (None for a uniform
+    budget), and the global batch's size."""
+    images: Tensor
+    labels: Tensor
+    masks: Tensor | None
+    size: int
 
 
 def training_batches(data: TrainData, budget: EpochBudget, order: Tensor, batch_size: int,
-                     augmentation: dict[str, Any], generator: torch.Generator
-                     ) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
-    """(images in [0,1], labels, masks) per batch, in `order`.
+                     augmentation: dict[str, Any], generator: torch.Generator,
+                     world: World = SINGLE, dtype: torch.dtype = torch.float32
+                     ) -> Iterator[Batch]:
+    """This rank's share of each global batch of `order`, built alone: the share's images,
+    augmented with the draws one process makes for them (`generator` draws the whole batch's).
 
     Sample-keyed masks are indexed with the same sample indices as the images and go through
     the very same crop and flip, so every image is trained with its own mask (the paper code's
@@ -281,51 +324,66 @@ def training_batches(data: TrainData, budget: EpochBudget, order: Tensor, batch_
     augments = bool(augmentation["crop_padding"] or augmentation["flip"])
     for start in range(0, order.shape[0], batch_size):
         index = order[start:start + batch_size]
-        x = data.images[index].float().div_(255)
+        size = index.shape[0]
+        rows = world.share(size)
+        index = index[rows]
+        x = data.images[index].to(dtype).div_(255)
         follows_image = masks is not None and not budget.by_position
         aligned = (masks[index],) if follows_image else ()
         if augments:
-            x, *aligned = augment_batch(x, *aligned, generator=generator, **augmentation)
+            x, *aligned = augment_batch(x, *aligned, draws=BatchDraws(generator, size, rows),
+                                        **augmentation)
         if x.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         if masks is not None and budget.by_position:
-            aligned = [masks[start:start + batch_size]]
-        yield x, data.labels[index], (aligned[0] if aligned else None)
+            aligned = [masks[start:start + batch_size][rows]]
+        yield Batch(x, data.labels[index], aligned[0] if aligned else None, size)
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainData,
                 budget: EpochBudget, params: Params, epoch: int, device: torch.device,
                 on_batch: Callable[[int, RunningMeans], None] | None = None,
-                world: World = SINGLE) -> RunningMeans:
+                world: World = SINGLE, trainer: nn.Module | None = None) -> RunningMeans:
     """One pass over the training set under `budget` (per-sample masks or one uniform eps).
-    Under several ranks each trains on its share of every global batch (part/distributed.py);
-    the returned means are this rank's."""
-    # The same seed per epoch for every run: baseline and PART see the same batches,
+    Under several ranks each builds and trains on its share of every global batch, its loss
+    weighted by its share, and `trainer` (the model in DistributedDataParallel) averages the
+    gradients during the backward pass (part/distributed.py); the attacks run on `model`. The
+    returned means are this rank's."""
+    trainer = model if trainer is None else trainer
+    # The same seeds per epoch for every run: baseline and PART see the same batches,
     # augmentations and random starts, so their comparison is paired.
     order = epoch_order(data.images.shape[0], params.seed, epoch, device)
-    augment_rng = torch.Generator(device=device).manual_seed(params.seed * 7_919 + epoch)
+    augment_rng = epoch_generator(epoch_seed(params.seed, epoch, "augment"), device)
+    attack_rng = epoch_generator(epoch_seed(params.seed, epoch, "attack"), device)
     attack = TrainingAttack(step_size=params.train.step_size, steps=params.train.steps,
                             eps=params.eps, start=params.train.random_start)
     precision = effective_precision(params.train.precision, device)
-    model.train()
+    trainer.train()
     running = RunningMeans(device)
     batches = training_batches(data, budget, order, params.train.batch_size,
-                               _augmentation(params), augment_rng)
+                               _augmentation(params), augment_rng, world, _input_dtype(model))
     with numerics(precision):
-        for batch_index, (x, y, batch_masks) in enumerate(batches):
-            batch = y.shape[0]
-            if world.is_distributed:
-                mine = world.share(batch)
-                x, y = x[mine], y[mine]
-                batch_masks = batch_masks[mine] if batch_masks is not None else None
-            with autocast(precision, device):
-                step = training_loss(params.method, model, x, y, budget.for_batch(batch_masks),
-                                     attack, params.train.beta)
+        for batch_index, batch in enumerate(batches):
+            x, y, share = batch.images, batch.labels, batch.labels.shape[0]
             optimizer.zero_grad(set_to_none=True)
-            step.loss.backward()
-            average_gradients(model, world, y.shape[0], batch)
+            with autocast(precision, device):
+                if share == 0:  # a last batch smaller than the ranks left this rank none:
+                    zero = trainer(x).sum() * 0.0  # it joins the all-reduce with a zero gradient
+                else:
+                    inputs = StepInputs(attack_model=model,
+                                        draws=BatchDraws(attack_rng, batch.size,
+                                                         world.share(batch.size)))
+                    step = training_loss(params.method, trainer, x, y,
+                                         budget.for_batch(batch.masks), attack,
+                                         params.train.beta, inputs)
+            if share == 0:
+                zero.backward()
+            else:
+                # DDP averages over ranks; weighted by share, that is the whole batch's mean
+                weight = world.size * share / batch.size
+                (step.loss * weight if world.is_distributed else step.loss).backward()
+                running.add(step.loss, step.logits_adv, y)
             optimizer.step()
-            running.add(step.loss, step.logits_adv, y)
             if on_batch is not None:
                 on_batch(batch_index, running)
     return running
@@ -390,7 +448,8 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
     trace = BudgetTrace(trace_meta(params, data, spec))
     state_path = state_dir / f"{spec.name}.safetensors"
     fingerprint = _fingerprint(params, spec, data, device, world)
-    resumed = _try_resume(state_path, fingerprint, model, optimizer, device)
+    agree(fingerprint, "computation (code, params, data, starting weights)", world, device)
+    resumed = _resume_as_rank0_decides(state_path, fingerprint, model, optimizer, device, world)
     if resumed is not None:
         history, masks, best, trace_tensors = resumed
         first = int(history[-1]["epoch"]) + 1 if history else first
@@ -402,6 +461,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
             console.print(f"[cyan]{spec.name}[/]: resuming after epoch {first - 1} from "
                           f"{state_path}")
 
+    trainer = data_parallel(model, world, device)
     n_batches = math.ceil(data.images.shape[0] / params.train.batch_size)
 
     writes = world.is_main
@@ -450,11 +510,11 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
                         task.advance(1)
 
                 running = train_epoch(model, optimizer, data, budget, params, epoch, device,
-                                      on_batch=show, world=world)
+                                      on_batch=show, world=world, trainer=trainer)
             running.combine(lambda sums: sum_across(sums, world))
             average_buffers(model, world)
             train_loss, train_acc = running.final()
-            natural, robust = monitor_accuracy(model, data, params, device)
+            natural, robust = monitor_accuracy(model, data, params, device, epoch, world)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             row = {"epoch": epoch, "run": spec.name, "lr": lr,
@@ -535,6 +595,33 @@ def _save_state(path: Path, model: nn.Module, optimizer: torch.optim.SGD, masks:
     meta.update({"resume_fingerprint": fingerprint, "history": json.dumps(history),
                  "best_epoch": best.epoch if best is not None else None})
     save_checkpoint(path, model, meta, extra_tensors=extra)
+
+
+def _resume_as_rank0_decides(path: Path, fingerprint: str, model: nn.Module,
+                             optimizer: torch.optim.SGD, device: torch.device, world: World
+                             ) -> tuple[list[dict[str, Any]], Tensor | None, BestEpoch | None,
+                                        dict[str, Tensor]] | None:
+    """_try_resume, decided by rank 0 alone: on several machines only rank 0's `runs/` holds
+    the state (only rank 0 writes), so it sends the state's bytes to the others, which resume
+    from them whatever their own `runs/` holds; an empty message means: start over."""
+    if not world.is_distributed:
+        return _try_resume(path, fingerprint, model, optimizer, device)
+    payload = b""
+    if world.is_main:
+        resumed = _try_resume(path, fingerprint, model, optimizer, device)
+        payload = path.read_bytes() if resumed is not None else b""
+    payload = broadcast_bytes(payload, world, device)
+    if world.is_main:
+        return resumed
+    if not payload:
+        return None
+    with tempfile.TemporaryDirectory(prefix="part-resume-") as folder:
+        received = Path(folder) / path.name
+        received.write_bytes(payload)
+        resumed = _try_resume(received, fingerprint, model, optimizer, device)
+    if resumed is None:  # rank 0 checked these very bytes: only a broken transfer gets here
+        raise PartError(f"rank {world.rank} could not resume from rank 0's state {path}")
+    return resumed
 
 
 def _try_resume(path: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.SGD,

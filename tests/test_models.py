@@ -9,7 +9,7 @@ from torch import nn
 from part.errors import PartError
 from part.models import MODELS, ModelError, build_model, list_models
 
-ALL_MODELS = ["cnn_small", "preact_resnet18", "resnet18", "wrn34_10"]
+ALL_MODELS = ["cnn_small", "cnn_small_gn", "preact_resnet18", "resnet18", "wrn34_10"]
 # WRN-34-10 forwards take seconds on 2 cores.
 MODEL_PARAMS = [pytest.param(name, marks=pytest.mark.slow) if name == "wrn34_10" else name
                 for name in ALL_MODELS]
@@ -20,6 +20,7 @@ CAM_FEATURES = {
     "preact_resnet18": (512, lambda s: -(-s // 8)),
     "wrn34_10": (640, lambda s: s // 4),
     "cnn_small": (128, lambda s: s // 4),
+    "cnn_small_gn": (128, lambda s: s // 4),
 }
 
 
@@ -52,6 +53,7 @@ def test_registry_lists_every_model() -> None:
     ("wrn34_10", 46_160_474),  # the published WRN-34-10 count (without TRADES' dead sub_block1)
     ("preact_resnet18", 11_172_170),
     ("cnn_small", 94_762),
+    ("cnn_small_gn", 94_762),  # GroupNorm has the affine parameters of batch norm
 ])
 def test_parameter_counts_for_cifar10(models_by_channels, name: str, expected: int) -> None:
     assert count_params(models_by_channels[(name, 3)]) == expected

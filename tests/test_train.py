@@ -13,6 +13,7 @@ from part.data.sources import load_source
 from part.lr_schedule import learning_rate
 from part.masking import MaskSettings, compute_masks
 from part.params import TrainParams, params_from_dict
+from part.distributed import World
 from part.train import (
     RunSpec,
     TrainData,
@@ -65,10 +66,34 @@ def test_every_image_is_trained_with_its_own_mask(augment):
     generator = torch.Generator().manual_seed(1)
     seen = []
     budget = EpochBudget(masks, 8 / 255, 4 / 255)
-    for x, y, batch_masks in training_batches(data, budget, order, 32, augment, generator):
-        assert torch.equal(batch_masks, (x > 0.5).any(dim=1, keepdim=True))
-        seen.append(y)
+    for batch in training_batches(data, budget, order, 32, augment, generator):
+        assert torch.equal(batch.masks, (batch.images > 0.5).any(dim=1, keepdim=True))
+        seen.append(batch.labels)
     assert torch.equal(torch.cat(seen), data.labels[order])
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_each_rank_builds_its_share_of_the_one_process_batch_and_nothing_else(ranks):
+    """The share a rank builds alone (crop, flip, masks) is the single process's batch, sliced."""
+    data = _tiny_data(n_train=100)
+    masks = (data.images.float() / 255 > 0.5).any(dim=1, keepdim=True)
+    order = torch.randperm(100, generator=torch.Generator().manual_seed(0))
+    budget = EpochBudget(masks, 8 / 255, 4 / 255)
+    augment = {"crop_padding": 4, "flip": True}
+
+    def batches(world):
+        return list(training_batches(data, budget, order, 32, augment,
+                                     torch.Generator().manual_seed(1), world))
+
+    whole = batches(World(0, 1))
+    shares = [batches(World(rank, ranks)) for rank in range(ranks)]
+    for index, batch in enumerate(whole):
+        pieces = [share[index] for share in shares]
+        assert all(piece.size == batch.size for piece in pieces)
+        assert sum(piece.labels.shape[0] for piece in pieces) == batch.labels.shape[0]
+        for field in ("images", "labels", "masks"):
+            assert torch.equal(torch.cat([getattr(piece, field) for piece in pieces]),
+                               getattr(batch, field)), field
 
 
 def test_official_schedule_counts_part_epochs_and_piecewise_counts_global_epochs():

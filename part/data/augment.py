@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from part.data import DataError
+from part.random_draws import BatchDraws
 
 DEFAULT_AUGMENTATION: dict[str, dict[str, Any]] = {
     # The paper: random crop with 4-pixel zero padding and horizontal flip on CIFAR-10.
@@ -70,19 +71,13 @@ def _check_augment_inputs(
                             f"{images.device}; move them to one device")
 
 
-def _random_ints(high: int, count: int, device: torch.device,
-                 generator: torch.Generator | None) -> Tensor:
-    """Uniform ints in [0, high) drawn on the generator's device (default `device`), on `device`."""
-    draw_device = generator.device if generator is not None else device
-    return torch.randint(0, high, (count,), device=draw_device, generator=generator).to(device)
-
-
 def augment_batch(
     images: Tensor,
     *aligned: Tensor,
     crop_padding: int,
     flip: bool,
     generator: torch.Generator | None = None,
+    draws: BatchDraws | None = None,
 ) -> tuple[Tensor, ...]:
     """Random crop (zero padding, as torchvision's RandomCrop(size, padding=crop_padding)) then
     random horizontal flip (probability 1/2), one draw per sample, applied identically to `images`
@@ -90,23 +85,26 @@ def augment_batch(
 
     Vectorised: each output pixel gathers its source pixel via per-sample index arithmetic; pixels
     from outside the image are zero. Random numbers are drawn on the generator's device (default:
-    the tensors' device). With crop_padding=0 and flip=False the inputs are returned as they are.
-    Returns (images, *aligned).
+    the tensors' device). `draws` (instead of `generator`): the images are this rank's share of
+    a global batch, each augmented with the draw one process makes for it (part/random_draws.py).
+    With crop_padding=0 and flip=False the inputs are returned as they are. Returns (images,
+    *aligned).
     """
     _check_augment_inputs(images, aligned, crop_padding, flip)
     if crop_padding == 0 and not flip:
         return (images, *aligned)
     batch, _, height, width = images.shape
     device = images.device
+    draws = draws if draws is not None else BatchDraws(generator)
     if crop_padding > 0:
-        shift_y = _random_ints(2 * crop_padding + 1, batch, device, generator) - crop_padding
-        shift_x = _random_ints(2 * crop_padding + 1, batch, device, generator) - crop_padding
+        shift_y = draws.integers(2 * crop_padding + 1, batch, device) - crop_padding
+        shift_x = draws.integers(2 * crop_padding + 1, batch, device) - crop_padding
     else:
         shift_y = shift_x = torch.zeros(batch, dtype=torch.int64, device=device)
     rows = torch.arange(height, device=device)
     cols = torch.arange(width, device=device)
     if flip:
-        flipped = _random_ints(2, batch, device, generator).bool()
+        flipped = draws.integers(2, batch, device).bool()
         cols = torch.where(flipped[:, None], width - 1 - cols, cols)
     source_rows = shift_y[:, None] + rows  # [B,H]
     source_cols = shift_x[:, None] + cols  # [B,W]

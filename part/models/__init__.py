@@ -6,6 +6,7 @@
 | preact_resnet18 | PreAct ResNet-18 with final BN-ReLU            | final_act  |
 | wrn34_10        | WideResNet-34-10 (TRADES/MART), 46,160,474 p.  | block3     |
 | cnn_small       | conv32-pool-conv64-pool-conv128, ~94k params   | block3     |
+| cnn_small_gn    | cnn_small with GroupNorm: no batch statistics  | block3     |
 
 Parameter counts are for 10 classes and 3 input channels. Inputs are unnormalised images in
 [0, 1]; any spatial size of at least 28 works thanks to adaptive average pooling.
