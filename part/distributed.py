@@ -219,8 +219,9 @@ def require_everywhere(paths: list[Path], world: World, device: torch.device) ->
     mine = f"{', '.join(missing)}{where}" if missing else ""
     reports = [report for report in gather_text(mine, world, device) if report]
     if reports:
+        where = " on that machine, or copy them there" if world.is_distributed else ""
         raise PartError("missing input file(s): " + "; ".join(reports) + "; run the stages "
-                        "before this one (dvc repro) there, or copy the files there")
+                        f"before this one (dvc repro){where}")
 
 
 def agree(value: str, what: str, world: World, device: torch.device) -> None:

@@ -44,7 +44,7 @@ def test_every_budget_key_takes_a_fraction():
         ({"epochs": -1}, r"epochs: must be a positive whole number"),
         ({"burn_in_epochs": 10, "epochs": 10}, r"burn_in_epochs .* smaller than epochs"),
         ({"dataset": "mnist"}, r"dataset: 'mnist' is not one of fashion-mnist, cifar10, svhn"),
-        ({"model": "vgg16"}, r"model: 'vgg16' is not one of cnn_small, resnet18"),
+        ({"model": "vgg16"}, r"model: 'vgg16' is not one of cnn_small, cnn_small_gn, resnet18"),
         ({"method": "awp"}, r"method: 'awp' is not one of at, trades, mart"),
         ({"cam": "scorecam"}, r"cam: 'scorecam' is not one of gradcam, xgradcam, layercam"),
         ({"mask_rule": "otsu"}, r"mask_rule: 'otsu' is not one of official, quantile"),
