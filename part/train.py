@@ -278,8 +278,7 @@ def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int,
     }
 
 
-# Each of an epoch's random streams has a seed of its own: stream * STREAM_STRIDE + seed, with the
-# epoch mixed in by epoch_seed.
+# An epoch's random streams, each drawn from a generator with a seed of its own (epoch_seed).
 STREAMS = {"order": 0, "augment": 1, "attack": 2, "monitor": 3}
 
 
