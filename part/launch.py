@@ -1,5 +1,5 @@
-"""`python -m part.launch --nproc-per-node N --device D -m stages.<name> ARGS...`: the command of the
-burn-in, mask and training stages in dvc.yaml. It runs `torchrun --standalone` with N processes
+"""`python -m part.launch --nproc-per-node N --device D -m stages.<name> ARGS...`: the command of
+the burn-in, mask and training stages in dvc.yaml. It runs `torchrun --standalone` with N processes
 on this machine, after claiming the GPUs they will use as one set.
 
 A job of N > 1 processes on GPUs (`device: auto` or `cuda`) needs N GPUs of its own: the launcher
@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-
 
 from part.errors import PartError
 from part.ui import guarded

@@ -45,7 +45,7 @@ def _launch(nodes: tuple[Path, Path]) -> list[subprocess.Popen]:
     return launches
 
 
-def _finish(launches: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str]]:
+def _finish(launches: list[subprocess.Popen], timeout: float = 120) -> list[tuple[int, str]]:
     results = []
     for launch in launches:
         try:

@@ -10,10 +10,10 @@ import torch
 
 from part.checkpoint import load_checkpoint
 from part.data.sources import load_source
+from part.distributed import World
 from part.lr_schedule import learning_rate
 from part.masking import MaskSettings, compute_masks
 from part.params import TrainParams, params_from_dict
-from part.distributed import World
 from part.train import (
     RunSpec,
     TrainData,
