@@ -1,6 +1,7 @@
-"""Sweeps: `dvc queue start --jobs 2` runs two queued experiments at once on this CPU, and each
-gets the metrics it gets when run alone; `dvc exp show` lists both; killing one experiment's
-worker loses that experiment only."""
+"""Sweeps: `dvc queue start --jobs 2` on this CPU runs two queued experiments at once; each that
+finishes gets exactly the metrics (and checkpoint) it gets when run alone, `dvc exp show` lists
+them, and killing one running experiment loses that experiment only. One queue of three serves
+it all: A and B start together, B is killed while both run, C then runs beside A."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from _project import commit, make_project, run
+from _project import commit, make_project, run, start
 
 pytestmark = pytest.mark.slow
+
+QUEUED = {"a": "6/255", "b": "5/255", "c": "4/255"}  # name -> eps_low; b is killed
+
 
 def _scores(metrics: dict) -> dict:
     """Every figure of a metrics file and the sha256 of the checkpoint it scored: the same
@@ -23,7 +27,8 @@ def _scores(metrics: dict) -> dict:
 
 
 def _experiments(repo: Path) -> dict[str, dict]:
-    """name -> metrics/part-0.json of each experiment dvc exp show lists."""
+    """name -> metrics/part-0.json of each experiment `dvc exp show` lists as having run (a
+    failed one is listed with its error and its parent commit's metrics)."""
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     found = {}
     for commit_entry in shown:
@@ -32,82 +37,64 @@ def _experiments(repo: Path) -> dict[str, dict]:
                 data = revision.get("data") or {}
                 name = revision.get("name") or experiment.get("name")
                 metrics = (data.get("metrics") or {}).get("metrics/part-0.json", {})
-                if name and metrics.get("data"):
+                if name and metrics.get("data") and not revision.get("error"):
                     found[name] = metrics["data"]
     return found
 
 
-def _rows(repo: Path, names: set[str]) -> dict[str, str]:
-    """name -> its row of `dvc queue status`."""
+def _rows(repo: Path) -> dict[str, str]:
+    """name -> its row of `dvc queue status`, for the queued experiments."""
     status = run(["dvc", "queue", "status"], repo).stdout
-    return {name: line for line in status.splitlines() for name in names
-            if line.split()[:2] and name in line.split()[:2]}
+    return {name: line for line in status.splitlines() for name in QUEUED
+            if name in line.split()[:2]}
 
 
-def _wait_for(repo: Path, names: set[str], timeout: float = 900) -> dict[str, str]:
-    """The queue rows of `names` once none of them is queued or running any more."""
+def _wait(repo: Path, done, what: str, timeout: float = 600) -> dict[str, str]:
     deadline = time.monotonic() + timeout
     rows: dict[str, str] = {}
     while time.monotonic() < deadline:
-        rows = _rows(repo, names)
-        if rows.keys() == names and not any(
-                word in row for row in rows.values() for word in ("Queued", "Running")):
+        rows = _rows(repo)
+        if done(rows):
             return rows
         time.sleep(2)
-    raise AssertionError(f"the queue did not finish: {rows}")
+    raise AssertionError(f"{what} never happened: {rows}")
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    repo = make_project(tmp_path_factory.mktemp("sweep") / "queued")
+def swept(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
+    root = tmp_path_factory.mktemp("sweep")
+    repo = make_project(root / "queued")
     run(["dvc", "repro"], repo)
     commit(repo, "the baseline run")
-    return repo
-
-
-@pytest.fixture(scope="module")
-def alone(repo) -> Path:
-    """A copy of the repository, cache included, in which experiments run one at a time: its
-    run-cache never holds what the queue computed, so each runs for real."""
-    copy = repo.parent / "alone"
-    shutil.copytree(repo, copy)
-    return copy
-
-
-def _alone(alone: Path, low: str) -> dict:
-    run(["dvc", "exp", "run", "-S", f"eps_low={low}"], alone)
-    return json.loads((alone / "metrics/part-0.json").read_text())
-
-
-def test_two_queued_experiments_at_once_give_their_alone_metrics(repo, alone):
-    for name, low in (("low6", "6/255"), ("low5", "5/255")):
+    # A copy, cache included, for the experiments run alone: its run-cache never holds what the
+    # queue computed, so they really run.
+    shutil.copytree(repo, root / "alone")
+    for name, low in QUEUED.items():
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"eps_low={low}"], repo)
-    run(["dvc", "queue", "start", "--jobs", "2"], repo)
-    rows = _wait_for(repo, {"low6", "low5"})
-    assert all("Success" in row for row in rows.values()), rows
-    swept = _experiments(repo)
-    assert {"low6", "low5"} <= swept.keys(), swept.keys()
-    for name, low in (("low6", "6/255"), ("low5", "5/255")):
-        by_itself = _alone(alone, low)
-        assert _scores(by_itself)
-        assert _scores(swept[name]) == _scores(by_itself), name
+    # detached, not waited for: the workers it starts keep running after it returns
+    start(repo, ["dvc", "queue", "start", "--jobs", "2"]).wait(timeout=120)
+    _wait(repo, lambda rows: all("Running" in rows.get(name, "") for name in ("a", "b")),
+          "a and b running at once")
+    run(["dvc", "queue", "kill", "-f", "b"], repo)
+    rows = _wait(repo, lambda rows: len(rows) == 3 and not any(
+        state in row for row in rows.values() for state in ("Queued", "Running")),
+        "the queue finishing")
+    return repo, root / "alone", rows
 
 
-def test_a_killed_experiment_loses_only_itself(repo, alone):
-    for name, low in (("low4", "4/255"), ("low3", "3/255")):
-        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"eps_low={low}"], repo)
-    run(["dvc", "queue", "start", "--jobs", "2"], repo)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:  # both running at once: then one is killed
-        rows = _rows(repo, {"low4", "low3"})
-        if len(rows) == 2 and all("Running" in row for row in rows.values()):
-            break
-        time.sleep(0.5)
-    else:
-        raise AssertionError(f"the two experiments never ran at once: {rows}")
-    run(["dvc", "queue", "kill", "-f", "low3"], repo)
-    rows = _wait_for(repo, {"low4", "low3"})
-    assert "Success" in rows["low4"] and "Success" not in rows["low3"], rows
-    swept = _experiments(repo)
-    assert "low4" in swept and "low3" not in swept
-    assert _scores(swept["low4"]) == _scores(_alone(alone, "4/255"))
+def test_a_killed_experiment_loses_only_itself(swept):
+    repo, _, rows = swept
+    assert "Success" in rows["a"] and "Success" in rows["c"], rows
+    assert "Success" not in rows["b"], rows
+    listed = _experiments(repo)
+    assert {"a", "c"} <= listed.keys() and "b" not in listed, listed.keys()
+    assert "Experiment run failed" in run(["dvc", "exp", "show", "--json"], repo).stdout
+
+
+@pytest.mark.parametrize("name", ["a", "c"])
+def test_an_experiment_run_beside_another_gets_its_alone_metrics(swept, name):
+    repo, alone, _ = swept
+    run(["dvc", "exp", "run", "-S", f"eps_low={QUEUED[name]}"], alone)
+    by_itself = _scores(json.loads((alone / "metrics/part-0.json").read_text()))
+    assert by_itself
+    assert _scores(_experiments(repo)[name]) == by_itself
