@@ -144,8 +144,10 @@ def _has_ddp(checkout: Path) -> bool:
     read in a subprocess so that this process imports no checkout."""
     code = ("import inspect, part.train as t; "
             "print('trainer' in inspect.signature(t.train_epoch).parameters)")
+    # run in the checkout: `python -c` puts the working directory first on sys.path
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(checkout)}, check=True)
+                            env={**os.environ, "PYTHONPATH": str(checkout)}, check=True,
+                            cwd=checkout)
     return result.stdout.strip() == "True"
 
 
