@@ -49,20 +49,26 @@ def ran(result: subprocess.CompletedProcess) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", result.stdout + result.stderr))
 
 
+def shipped_params_with(overrides: dict) -> dict:
+    """The shipped params.yaml (DVC insists that every declared param is present) with
+    `overrides`; a dict value updates that section."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            params[key].update(value)
+        else:
+            params[key] = value
+    return params
+
+
 def make_project(repo: Path, **overrides) -> Path:
     for name in ("part", "stages"):
         shutil.copytree(ROOT / name, repo / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ("dvc.yaml", ".dvcignore"):
         shutil.copy(ROOT / name, repo / name)
-    # DVC insists that every declared param is present: start from the shipped file.
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in {**TINY, **overrides}.items():
-        if isinstance(value, dict):
-            params[key].update(value)
-        else:
-            params[key] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "params.yaml").write_text(yaml.safe_dump(shipped_params_with({**TINY, **overrides}),
+                                                     sort_keys=False))
     (repo / ".gitignore").write_text("/runs/\n/timings/\n__pycache__/\n")
     run(["git", "init", "-q"], repo)
     run(["git", "config", "user.email", "ci@example.com"], repo)

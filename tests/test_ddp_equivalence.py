@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _project import shipped_params_with
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -32,14 +33,8 @@ PARAMS = {"eps": "8/255", "eps_low": "2/255", "seeds": [0],
 
 
 def _params_file(folder: Path) -> Path:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in PARAMS.items():
-        if isinstance(value, dict):
-            params[key].update(value)
-        else:
-            params[key] = value
     path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    path.write_text(yaml.safe_dump(shipped_params_with(PARAMS), sort_keys=False))
     return path
 
 
