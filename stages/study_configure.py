@@ -1,0 +1,19 @@
+"""Study stage `configure@<run dir>`: <run dir>/params.yaml from the default run's params and the
+study's (part/study_config.py). Run from the study's directory."""
+
+import typer
+
+from part.study_config import write_run_params
+from part.ui import console, guarded
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command(help=__doc__)
+@guarded
+def main(run_dir: str = typer.Argument(..., help="shared, or one of the study's arms")) -> None:
+    console.print(f"wrote {write_run_params(run_dir)}")
+
+
+if __name__ == "__main__":
+    app()
