@@ -7,7 +7,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 STAMP := $(VENV)/.setup.stamp
 
-.PHONY: setup repro test lint
+.PHONY: setup repro test lint study
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PART_VENV=$(VENV) bash scripts/setup.sh
@@ -20,6 +20,10 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	python -m pytest -q
+
+# The dose-response study (README, "What the study shows"): a DVC pipeline of its own.
+study: $(STAMP)
+	cd study && dvc repro
 
 lint: $(STAMP)
 	ruff check part stages tests bench

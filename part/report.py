@@ -1,7 +1,9 @@
-"""reports/: the study as JSON, tables of every variant against the baseline, and a plot.
+"""reports/: the study as JSON, tables of every variant against the baseline and of PART against
+each control, and a plot of those paired differences.
 
 Accuracies are given with their n; differences are paired (the same seed, the same test
-examples), with a 95% Student-t interval over seeds and the exact McNemar p-value of each seed.
+examples), with a 95% Student-t interval over seeds, the difference the seeds' spread could
+detect, and the exact McNemar p-value of each seed.
 """
 
 from __future__ import annotations
@@ -84,9 +86,34 @@ def difference_table(study: dict[str, Any]) -> str:
         cells = []
         for variant in others:
             diff = study["variants"][variant][attack]["diff"]
-            cells.append(_signed(diff["mean"]) + _interval(diff["t95"], signed=True))
+            cells.append(_signed(diff["mean"]) + _interval(diff["t95"], signed=True)
+                         + _detectable(diff))
         lines.append(f"| {LABELS[attack]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def contrast_table(study: dict[str, Any]) -> str:
+    """PART minus each control, in points: the mean over seeds with its t interval, and the
+    difference the seeds' spread could detect (80% power by default, two-sided)."""
+    names = list(study.get("contrasts", {}))
+    if not names:
+        return ""
+    lines = ["| PART minus control (points) | " + " | ".join(
+        name.replace("-", " − ", 1) for name in names) + " |",
+        "|---|" + "---:|" * len(names)]
+    for attack in study["attacks"]:
+        cells = []
+        for name in names:
+            diff = study["contrasts"][name][attack]
+            cells.append(_signed(diff["mean"]) + _interval(diff["t95"], signed=True)
+                         + _detectable(diff))
+        lines.append(f"| {LABELS[attack]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _detectable(diff: dict[str, Any]) -> str:
+    value = diff.get("detectable")
+    return "" if value is None else f" (detectable: {_points(value)})"
 
 
 def mcnemar_table(study: dict[str, Any]) -> str:
@@ -141,13 +168,17 @@ def write_report(path: str | Path, study_path: str | Path, plot_path: str | Path
                  study: dict[str, Any], params: Params) -> Path:
     path, study_path, plot_path = Path(path), Path(study_path), Path(plot_path)
     atomic_write_text(study_path, json.dumps(study, indent=2) + "\n")
-    save_tradeoff_plot(plot_path, study, params)
+    save_paired_plot(plot_path, study, params)
     seeds = len(study["seeds"])
     spread = ("mean ± sample standard deviation over the seeds" if seeds > 1 else
               "one seed, with the Wilson 95% interval of the proportion")
-    interval = ("the 95% Student-t interval of the mean over seeds" if seeds > 1 else
+    interval = ("the 95% Student-t interval of the mean over seeds and, in brackets after it, "
+                f"the smallest difference a two-sided t-test over the seeds detects with "
+                f"{study['power']:.0%} power at α = {study['alpha']:g}, given their spread"
+                if seeds > 1 else
                 "no interval over seeds with one seed: see McNemar's test below")
     notes = "\n".join(f"- `{variant}`: {VARIANT_NOTES[variant]}" for variant in study["variants"])
+    contrasts = contrast_table(study)
     text = "\n\n".join([
         f"# {FAMILY[params.method]} against {BASE[params.method]} on {params.dataset}, "
         f"{seeds} seed{'s' if seeds > 1 else ''}",
@@ -158,6 +189,8 @@ def write_report(path: str | Path, study_path: str | Path, plot_path: str | Path
         accuracy_table(study),
         f"## Paired difference from the baseline\n\nSame seed, same test examples; {interval}.",
         difference_table(study),
+        *([f"## PART minus each control\n\nSame seed, same test examples; {interval}.",
+           contrasts] if contrasts else []),
         "## Per seed, with McNemar's exact test\n\nThe difference in points and the two-sided "
         "exact McNemar p-value on that seed's paired per-example outcomes (no correction for "
         "the many comparisons).",
@@ -167,15 +200,43 @@ def write_report(path: str | Path, study_path: str | Path, plot_path: str | Path
         "AutoAttack too, over the AutoAttack subset only (its n).",
         "## Settings",
         settings_table(params),
-        f"![accuracy against robustness]({os.path.relpath(plot_path, path.parent)})",
+        f"![paired differences]({os.path.relpath(plot_path, path.parent)})",
     ]) + "\n"
     atomic_write_text(path, text)
     return path
 
 
-def save_tradeoff_plot(path: Path, study: dict[str, Any], params: Params) -> None:
-    """Natural against PGD-20 accuracy (or the first attack after natural), one point per variant,
-    with 95% error bars: Student-t over seeds, or Wilson for a single seed."""
+def _comparisons(study: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(label, {attack: paired difference}) for every variant minus the baseline and PART minus
+    every control."""
+    rows = [(f"{variant} − {BASELINE}", {attack: summaries[attack]["diff"]
+                                          for attack in study["attacks"]})
+            for variant, summaries in study["variants"].items() if variant != BASELINE]
+    rows += [(name.replace("-", " − ", 1), by_attack)
+             for name, by_attack in study.get("contrasts", {}).items()]
+    return rows
+
+
+def _bounds(diff: dict[str, Any], seeds: list[int], n: int) -> tuple[float, float]:
+    """The difference's 95% interval: Student-t over seeds, or for one seed (n test examples)
+    the exact binomial interval of how the discordant pairs split, given their number."""
+    from scipy.stats import binomtest
+
+    if diff["t95"] is not None:
+        return diff["t95"][0], diff["t95"][1]
+    counts = diff["discordant"][str(seeds[0])]
+    ours = counts["only_variant"]
+    total = sum(counts.values())
+    if total == 0:
+        return 0.0, 0.0
+    split = binomtest(ours, total).proportion_ci(0.95, method="exact")
+    return total / n * (2 * split.low - 1), total / n * (2 * split.high - 1)
+
+
+def save_paired_plot(path: Path, study: dict[str, Any], params: Params) -> None:
+    """Each variant minus the baseline and PART minus each control, in points, on natural
+    accuracy and on PGD-20 (or the first attack after natural), with 95% intervals: paired
+    Student-t over seeds, or for one seed exact from the discordant pairs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -185,23 +246,34 @@ def save_tradeoff_plot(path: Path, study: dict[str, Any], params: Params) -> Non
                    if key in study["attacks"] and key not in ("natural", "worst_case")), None)
     if "natural" not in study["attacks"] or robust is None:
         raise ReportError("the plot needs natural and one attack in eval.attacks (e.g. pgd20)")
-    figure, axis = plt.subplots(figsize=(5, 4))
-    for variant, summaries in study["variants"].items():
-        centre, bars = [], []
-        for key in ("natural", robust):
-            mean, half = _mean_and_error(summaries[key], study["seeds"])
-            centre.append(100 * mean)
-            bars.append([[100 * half[0]], [100 * half[1]]])
-        axis.errorbar(centre[0], centre[1], xerr=bars[0], yerr=bars[1], fmt="o", capsize=3,
-                      label=variant)
+    if any(not isinstance(study["variants"][BASELINE][key]["n"], int)
+           for key in ("natural", robust)):
+        raise ReportError("the seeds were scored on different numbers of test examples; "
+                          "rerun the evaluations with the same eval settings")
+    rows = _comparisons(study)
+    figure, axes = plt.subplots(1, 2, figsize=(9, 0.6 * len(rows) + 1.8), squeeze=False)
+    for axis, attack in zip(axes[0], ("natural", robust), strict=True):
+        for index, (_, by_attack) in enumerate(rows):
+            diff = by_attack[attack]
+            low, high = _bounds(diff, study["seeds"], study["variants"][BASELINE][attack]["n"])
+            mean = 100 * diff["mean"]
+            axis.errorbar([mean], [index], xerr=[[mean - 100 * low], [100 * high - mean]],
+                          fmt="o", capsize=3, color=f"C{index}")
+        axis.axvline(0, color="0.5", linewidth=0.8)
+        axis.set_yticks(range(len(rows)), [label for label, _ in rows], fontsize=8)
+        axis.invert_yaxis()
+        axis.set_xlabel(f"{LABELS[attack]} accuracy difference (points)")
+        axis.grid(alpha=0.3)
     seeds = len(study["seeds"])
-    axis.set_xlabel("natural accuracy (%)")
-    axis.set_ylabel(f"{LABELS[robust]} accuracy (%)")
-    axis.set_title(f"{params.dataset}, {params.model}, eps {params.eps:.4g}; {seeds} seed(s), "
-                   f"95% {'t' if seeds > 1 else 'Wilson'} intervals", fontsize=8)
-    axis.legend(fontsize=8)
-    axis.grid(alpha=0.3)
+    n = study["variants"][BASELINE][robust]["n"]
+    figure.suptitle(f"{params.dataset}, {params.model}, eps {params.eps:.4g}: paired differences, "
+                    f"{seeds} seed(s), n = {n} test examples; 95% "
+                    + ("t intervals over seeds" if seeds > 1 else
+                       "exact intervals from the discordant pairs"), fontsize=8)
     save_png(figure, path)
+
+
+save_tradeoff_plot = save_paired_plot  # the old name
 
 
 def save_png(figure: Any, path: Path) -> None:
@@ -214,15 +286,3 @@ def save_png(figure: Any, path: Path) -> None:
             figure.savefig(tmp, dpi=120, format="png")
     finally:
         plt.close(figure)
-
-
-def _mean_and_error(summary: dict[str, Any], seeds: list[int]) -> tuple[float, tuple[float, float]]:
-    """The mean accuracy and its error-bar lengths below and above."""
-    from part.study import t_interval
-
-    mean = summary["mean"]
-    if len(seeds) > 1:
-        low, high = t_interval([summary["per_seed"][str(seed)] for seed in seeds])
-    else:
-        low, high = summary["wilson95"][str(seeds[0])]
-    return mean, (max(mean - low, 0.0), max(high - mean, 0.0))

@@ -1,11 +1,10 @@
 """Paired statistics over seeds and variants: the content of reports/study.json.
 
 For each variant and attack: the accuracy per seed with its n and a Wilson 95% interval, the mean
-and sample standard deviation over seeds; and, against the baseline of the same seed, the
-difference per seed, its mean with a 95% Student-t interval over seeds (null below 2 seeds), and
-the two-sided exact McNemar p-value of each seed's paired per-example outcomes.
-
-Pure Python on counts: no SciPy at run time (tests check every figure against scipy.stats).
+and sample standard deviation over seeds; and, against the baseline of the same seed (and, for
+PART, against each control), the difference per seed, its mean with a 95% Student-t interval over
+seeds (null below 2 seeds), and the two-sided exact McNemar p-value of each seed's paired
+per-example outcomes. The statistics are SciPy's (scipy.stats).
 """
 
 from __future__ import annotations
@@ -22,11 +21,10 @@ from torch import Tensor
 
 from part.attack_suite import ATTACKS
 from part.errors import PartError
-from part.variants import BASELINE
+from part.variants import BASELINE, CONTROLS, PART
 
 WORST_CASE = "worst_case"
 WORST_CASE_AUTOATTACK = "worst_case_autoattack"
-Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
 
 class StudyError(PartError):
@@ -36,76 +34,34 @@ class StudyError(PartError):
 # --------------------------------------------------------------------------- statistics
 
 
-def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval of a binomial proportion correct / n."""
+    from scipy.stats import binomtest
+
     if n <= 0:
         raise ValueError("n must be positive")
-    p = correct / n
-    centre = p + z * z / (2 * n)
-    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    scale = 1 + z * z / n
-    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
+    interval = binomtest(correct, n).proportion_ci(confidence, method="wilson")
+    return max(0.0, float(interval.low)), min(1.0, float(interval.high))
 
 
 def mcnemar_exact_p(only_first: int, only_second: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts: twice the binomial(b + c, 1/2)
-    tail of the smaller count, capped at 1 (1 when there are no discordant pairs)."""
+    """Two-sided exact McNemar p-value from the discordant counts: the binomial test of one count
+    out of both at 1/2 (1 when there are no discordant pairs)."""
+    from scipy.stats import binomtest
+
     total = only_first + only_second
     if total == 0:
         return 1.0
-    tail = sum(math.comb(total, k) for k in range(min(only_first, only_second) + 1))
-    # Exact integers and one correctly rounded division: no overflow for thousands of pairs.
-    return min(1.0, 2 * tail / 2**total)
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """The regularised incomplete beta function I_x(a, b), by its continued fraction."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    if x > (a + 1) / (a + b + 2):  # the fraction converges fast on this side only
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    fraction = d
-    for m in range(1, 500):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            fraction *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return math.exp(log_front) * fraction / a
-
-
-def student_t_cdf(t: float, df: int) -> float:
-    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
+    return float(binomtest(only_first, total, 0.5).pvalue)
 
 
 def student_t_quantile(p: float, df: int) -> float:
-    """The p-quantile of Student's t with df degrees of freedom (bisection on the CDF)."""
+    """The p-quantile of Student's t with df degrees of freedom."""
+    from scipy.stats import t
+
     if not 0 < p < 1 or df < 1:
         raise ValueError("need 0 < p < 1 and df >= 1")
-    if p < 0.5:
-        return -student_t_quantile(1 - p, df)
-    low, high = 0.0, 1.0
-    while student_t_cdf(high, df) < p:
-        high *= 2
-    for _ in range(200):
-        middle = (low + high) / 2
-        if student_t_cdf(middle, df) < p:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2
+    return float(t.ppf(p, df))
 
 
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
@@ -116,6 +72,61 @@ def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float
     half = (student_t_quantile(0.5 + confidence / 2, len(values) - 1)
             * statistics.stdev(values) / math.sqrt(len(values)))
     return mean - half, mean + half
+
+
+def t_test_p(values: Sequence[float]) -> float | None:
+    """The two-sided one-sample t-test p-value of mean zero; None below two values. Values
+    without spread give 1 if they are all zero, else 0 (the limit of the test)."""
+    from scipy.stats import ttest_1samp
+
+    if len(values) < 2:
+        return None
+    if statistics.pstdev(values) == 0:
+        return 1.0 if values[0] == 0 else 0.0
+    return float(ttest_1samp(values, 0.0).pvalue)
+
+
+def detectable_difference(spread: float, n: int, alpha: float = 0.05, power: float = 0.8
+                          ) -> float | None:
+    """The smallest true mean difference a two-sided one-sample t-test of n values with this
+    sample standard deviation detects with the given power at level alpha; None below two
+    values or without spread. The power is that of the noncentral t, integrated over the
+    chi-square of the variance (SciPy's nct loses its accuracy at 1 degree of freedom)."""
+    from scipy.integrate import quad
+    from scipy.optimize import brentq
+    from scipy.stats import chi2, norm
+    from scipy.stats import t as student_t
+
+    if n < 2 or not spread > 0:
+        return None
+    df = n - 1
+    critical = float(student_t.ppf(1 - alpha / 2, df))
+
+    def rejected(noncentrality: float) -> float:
+        def given_variance(v: float) -> float:
+            bound = critical * math.sqrt(v / df)
+            return chi2.pdf(v, df) * (norm.cdf(-bound - noncentrality)
+                                      + norm.sf(bound - noncentrality))
+
+        return quad(given_variance, 0, math.inf, epsabs=1e-12, limit=200)[0]
+
+    high = 1.0
+    while rejected(high) < power:
+        high *= 2
+    noncentrality = brentq(lambda nc: rejected(nc) - power, 0.0, high, xtol=1e-9)
+    return float(noncentrality) * spread / math.sqrt(n)
+
+
+def holm_adjusted(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: the i-th smallest is multiplied
+    by (m - i + 1), made non-decreasing along that order and capped at 1."""
+    order = sorted(range(len(p_values)), key=lambda index: p_values[index])
+    adjusted = [0.0] * len(p_values)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
+        adjusted[index] = running
+    return adjusted
 
 
 # --------------------------------------------------------------------------- inputs
@@ -178,23 +189,33 @@ def _attacks(inputs: Mapping[tuple[str, int], Evaluated]) -> list[str]:
 
 
 def study(inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int],
-          variants: Sequence[str]) -> dict[str, Any]:
-    """The reports/study.json dict (see the README, "Reading the study")."""
+          variants: Sequence[str], alpha: float = 0.05, power: float = 0.8) -> dict[str, Any]:
+    """The reports/study.json dict (see the README, "Reading the study"): every variant against
+    the baseline and, when PART and controls are present, PART against each control."""
     if BASELINE not in variants:
         raise StudyError(f"variants must include {BASELINE}: every comparison is paired with it")
     attacks = _attacks(inputs)
     if not attacks:
         raise StudyError("the evaluations share no attack; give every model the same eval.attacks")
     result: dict[str, Any] = {"seeds": list(seeds), "baseline": BASELINE, "attacks": attacks,
-                              "variants": {}}
+                              "alpha": alpha, "power": power, "variants": {}, "contrasts": {}}
     for variant in variants:
         result["variants"][variant] = {
-            attack: _summary(inputs, seeds, variant, attack) for attack in attacks}
+            attack: _summary(inputs, seeds, variant, attack, alpha, power) for attack in attacks}
+    if PART in variants:
+        for control in (variant for variant in CONTROLS if variant in variants):
+            result["contrasts"][contrast_name(PART, control)] = {
+                attack: paired(inputs, seeds, PART, control, attack, alpha, power)
+                for attack in attacks}
     return result
 
 
+def contrast_name(variant: str, reference: str) -> str:
+    return f"{variant}-{reference}"
+
+
 def _summary(inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int], variant: str,
-             attack: str) -> dict[str, Any]:
+             attack: str, alpha: float, power: float) -> dict[str, Any]:
     vectors = {str(seed): inputs[(variant, seed)].outcomes[attack] for seed in seeds}
     counts = {seed: vector.numel() for seed, vector in vectors.items()}
     corrects = {seed: int(vector.sum()) for seed, vector in vectors.items()}
@@ -210,29 +231,39 @@ def _summary(inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int], 
         "wilson95": wilson,
     }
     if variant != BASELINE:
-        summary["diff"] = _paired(inputs, seeds, variant, attack)
+        summary["diff"] = paired(inputs, seeds, variant, BASELINE, attack, alpha, power)
     return summary
 
 
-def _paired(inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int], variant: str,
-            attack: str) -> dict[str, Any]:
+def paired(inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int], variant: str,
+           reference: str, attack: str, alpha: float = 0.05, power: float = 0.8
+           ) -> dict[str, Any]:
+    """`variant` minus `reference` on the same seeds and test examples: per seed, the mean with
+    its t interval, the t-test over seeds, the difference it could detect, and McNemar per seed.
+    """
     diffs, p_values, discordant = {}, {}, {}
     for seed in seeds:
         ours = inputs[(variant, seed)].outcomes[attack]
-        base = inputs[(BASELINE, seed)].outcomes[attack]
-        if ours.shape != base.shape:
+        theirs = inputs[(reference, seed)].outcomes[attack]
+        if ours.shape != theirs.shape:
             raise StudyError(
                 f"{attack}: {variant}-{seed} was scored on {ours.numel()} examples and "
-                f"{BASELINE}-{seed} on {base.numel()}; a paired comparison needs the same ones: "
+                f"{reference}-{seed} on {theirs.numel()}; a paired comparison needs the same ones: "
                 f"rerun both evaluations with the same eval settings")
-        only_base = int((base & ~ours).sum())
-        only_ours = int((ours & ~base).sum())
-        diffs[str(seed)] = (only_ours - only_base) / ours.numel()
-        p_values[str(seed)] = _sig(mcnemar_exact_p(only_base, only_ours))
-        discordant[str(seed)] = {"only_baseline": only_base, "only_variant": only_ours}
-    interval = t_interval(list(diffs.values()))
+        only_theirs = int((theirs & ~ours).sum())
+        only_ours = int((ours & ~theirs).sum())
+        diffs[str(seed)] = (only_ours - only_theirs) / ours.numel()
+        p_values[str(seed)] = _sig(mcnemar_exact_p(only_theirs, only_ours))
+        discordant[str(seed)] = {f"only_{reference}": only_theirs, "only_variant": only_ours}
+    values = list(diffs.values())
+    interval = t_interval(values)
+    p_value = t_test_p(values)
+    detectable = (detectable_difference(statistics.stdev(values), len(values), alpha, power)
+                  if len(values) > 1 else None)
     return {"per_seed": {seed: _sig(value) for seed, value in diffs.items()},
-            "mean": _sig(statistics.fmean(diffs.values())),
+            "mean": _sig(statistics.fmean(values)),
             "t95": [_sig(bound) for bound in interval] if interval else None,
+            "t_test_p": None if p_value is None else _sig(p_value),
+            "detectable": None if detectable is None else _sig(detectable),
             "mcnemar_p": p_values,
             "discordant": discordant}

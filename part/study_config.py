@@ -4,7 +4,7 @@ The study is a DVC pipeline of its own (study/dvc.yaml) whose stages are the pro
 commands, each run in a directory of its own with its own params.yaml:
 
 * ``study/shared/``: the data, the burn-ins and the AT baseline, shared by every arm;
-* ``study/<arm>/``: one dose (eps_low) under one mask rule: PART and its controls, which start
+* ``study/arms/<arm>/``: one dose (eps_low) under one mask rule: PART and its controls, which start
   from copies of the shared burn-ins.
 
 Each run directory's params.yaml is written by the ``configure`` stage from the default run's
@@ -28,16 +28,17 @@ from part.errors import PartError
 STUDY_PARAMS = Path("params.yaml")  # in the study's directory, where its stages run from
 DEFAULT_RUN_PARAMS = Path("../params.yaml")  # the default run's, relative to the study
 SHARED = "shared"  # the run directory of the data, the burn-ins and the baseline
+ARMS_DIR = Path("arms")  # arms/<arm>/: one run directory per arm
 REPORT_DIR = Path("report")
-RESERVED = (SHARED, REPORT_DIR.name)
+RESERVED = (SHARED,)
 # What an arm may change: the shared burn-ins and baseline depend on none of these.
 ARM_KEYS = ("eps_low", "cam", "mask_rule", "mask")
 # The variant lists of the run directories: the baseline trains in shared/ only, PART and the
 # controls in each arm.
 SHARED_VARIANTS = ["baseline"]
 ARM_VARIANTS = ["baseline", "part"]
-GENERATED_HEADER = ("# Written by the study's configure stage (part/study_config.py) from "
-                    "../../params.yaml\n# and ../params.yaml: edit those, not this file.\n")
+GENERATED_HEADER = ("# Written by the study's configure stage (part/study_config.py) from the "
+                    "default run's\n# params.yaml and the study's: edit those, not this file.\n")
 
 
 class StudyConfigError(PartError):
@@ -93,8 +94,8 @@ def study_config_from_dict(raw: Any, where: str = str(STUDY_PARAMS)) -> StudyCon
         if not isinstance(name, str) or name in RESERVED or not name.replace("-", "").replace(
                 "_", "").isalnum():
             raise StudyConfigError(
-                f"{where}: arm name {name!r} must be letters, digits, '-' and '_', and not one "
-                f"of {', '.join(RESERVED)} (the study's own directories)")
+                f"{where}: arm name {name!r} must be letters, digits, '-' and '_', and not "
+                f"{', '.join(RESERVED)} (the configure stage's name for the shared run directory)")
         if not isinstance(overrides, dict):
             raise StudyConfigError(f"{where}: arm {name!r} must map params keys to values")
         for key in overrides:
@@ -178,7 +179,18 @@ def run_params(config: StudyConfig, default_run: Mapping[str, Any], run_dir: str
                                f"{', '.join(config.run_dirs())}")
     tree["device"] = config.device
     tree["distributed"] = {"nproc_per_node": config.nproc_per_node}
+    if "pgd_unimportant" in (tree.get("eval") or {}).get("attacks", []):
+        # it attacks the pixels the evaluated model's CAM finds by the run's mask rule: the
+        # shared baseline's evaluation would use another rule than each arm's
+        raise StudyConfigError("runs: eval.attacks includes pgd_unimportant, which the shared "
+                               "baseline would score with another mask rule than the arms'; "
+                               "leave it out of the study")
     return tree
+
+
+def run_dir_path(run_dir: str) -> Path:
+    """Where a run directory (SHARED or an arm's name) lies, relative to the study."""
+    return Path(SHARED) if run_dir == SHARED else ARMS_DIR / run_dir
 
 
 def write_run_params(run_dir: str, study_params: Path = STUDY_PARAMS,
@@ -194,6 +206,6 @@ def write_run_params(run_dir: str, study_params: Path = STUDY_PARAMS,
     except ParamsError as error:
         raise StudyConfigError(f"the params of {run_dir}/ are not valid ({error}); fix "
                                f"{study_params} or {default_params}") from None
-    path = Path(run_dir) / "params.yaml"
+    path = run_dir_path(run_dir) / "params.yaml"
     atomic_write_text(path, GENERATED_HEADER + yaml.safe_dump(tree, sort_keys=False))
     return path

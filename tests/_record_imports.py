@@ -1,11 +1,14 @@
 """`python tests/_record_imports.py OUT MODULE ARGS...` runs `python -m MODULE ARGS...` from the
 current directory and writes to OUT (JSON) every file of that directory the run executed: the
-module itself and each project module it imported, relative paths, sorted."""
+module itself and each project module it imported, relative paths, sorted. With RECORD_ROOT set
+(a study stage, run in its run directory with PYTHONPATH at the project), the project is that
+directory instead: it goes first on sys.path and the paths are relative to it."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -24,7 +27,7 @@ def _project_files(root: Path, module: str) -> list[str]:
 
 def main() -> None:
     out, module, *args = sys.argv[1:]
-    root = Path.cwd().resolve()
+    root = Path(os.environ.get("RECORD_ROOT", Path.cwd())).resolve()
     sys.path.insert(0, str(root))  # what `python -m` does: the project's own code first
     sys.argv = [module, *args]
     code: int | str | None = 0

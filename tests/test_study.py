@@ -1,8 +1,11 @@
-"""reports/study.json: every figure checked against an independent computation (scipy.stats)."""
+"""reports/study.json: every figure checked against an independent computation (closed forms,
+exact integer arithmetic, published t quantiles, simulation), never the SciPy call part/study.py
+itself makes."""
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 
 import numpy as np
@@ -10,61 +13,146 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
 
 from part.params import params_from_dict
 from part.report import write_report
 from part.study import (
     Evaluated,
     StudyError,
+    detectable_difference,
+    holm_adjusted,
     load_study_inputs,
     mcnemar_exact_p,
     student_t_quantile,
     study,
     t_interval,
+    t_test_p,
     wilson_interval,
 )
+
+Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
+# Student's t 97.5% quantiles by degrees of freedom (published tables, e.g. NIST/SEMATECH
+# e-Handbook of Statistical Methods, 1.3.6.7.2, to the digits given there and beyond).
+T975 = {1: 12.706204736174707, 2: 4.302652729749464, 3: 3.182446305284263,
+        4: 2.776445105197793, 9: 2.262157162798205, 29: 2.045229642132703}
+
+
+def _wilson_closed_form(correct: int, n: int) -> tuple[float, float]:
+    """Wilson (1927): the score interval in closed form."""
+    p = correct / n
+    centre = p + Z95 * Z95 / (2 * n)
+    spread = Z95 * math.sqrt(p * (1 - p) / n + Z95 * Z95 / (4 * n * n))
+    scale = 1 + Z95 * Z95 / n
+    return max(0.0, (centre - spread) / scale), min(1.0, (centre + spread) / scale)
 
 
 @settings(max_examples=200, deadline=None)
 @given(n=st.integers(1, 3000), data=st.data())
-def test_wilson_interval_matches_scipy(n, data):
+def test_wilson_interval_matches_its_closed_form(n, data):
     correct = data.draw(st.integers(0, n))
-    expected = stats.binomtest(correct, n).proportion_ci(0.95, method="wilson")
     low, high = wilson_interval(correct, n)
-    assert low == pytest.approx(expected.low, abs=1e-12)
-    assert high == pytest.approx(expected.high, abs=1e-12)
+    expected = _wilson_closed_form(correct, n)
+    assert low == pytest.approx(expected[0], abs=1e-9)
+    assert high == pytest.approx(expected[1], abs=1e-9)
+
+
+def _mcnemar_by_counting(b: int, c: int) -> float:
+    """Twice the binomial(b + c, 1/2) tail of the smaller count, in exact integers."""
+    total = b + c
+    if total == 0:
+        return 1.0
+    tail = sum(math.comb(total, k) for k in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / 2**total)
 
 
 @settings(max_examples=200, deadline=None)
-@given(only_first=st.integers(0, 1500), only_second=st.integers(0, 1500))
-def test_mcnemar_exact_p_matches_the_binomial_test_on_discordant_pairs(only_first, only_second):
-    total = only_first + only_second
-    expected = 1.0 if total == 0 else stats.binomtest(only_first, total, 0.5).pvalue
-    # SciPy's tail underflows to 0 below ~1e-300 where ours, in exact integers, does not.
-    assert mcnemar_exact_p(only_first, only_second) == pytest.approx(expected, rel=1e-9,
-                                                                     abs=1e-200)
+@given(only_first=st.integers(0, 1000), only_second=st.integers(0, 1000))
+def test_mcnemar_exact_p_matches_counting_the_binomial_tail(only_first, only_second):
+    assert mcnemar_exact_p(only_first, only_second) == pytest.approx(
+        _mcnemar_by_counting(only_first, only_second), rel=1e-9, abs=1e-300)
 
 
-@pytest.mark.parametrize("df", [1, 2, 3, 4, 9, 29, 200])
-@pytest.mark.parametrize("p", [0.9, 0.975, 0.995])
-def test_student_t_quantile_matches_scipy(df, p):
-    assert student_t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-9)
+@pytest.mark.parametrize("df", sorted(T975))
+def test_student_t_quantile_matches_the_published_table(df):
+    assert student_t_quantile(0.975, df) == pytest.approx(T975[df], rel=1e-9)
+    assert student_t_quantile(0.025, df) == pytest.approx(-T975[df], rel=1e-9)
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.integers(-200, 200).map(lambda k: k / 1000), min_size=2, max_size=8))
-def test_t_interval_matches_scipy(values):
+@given(st.lists(st.integers(-200, 200).map(lambda k: k / 1000), min_size=2, max_size=5))
+def test_t_interval_is_the_mean_plus_minus_the_tabled_quantile_times_the_standard_error(values):
     """Differences of accuracies on 1000 examples: multiples of 1/1000."""
     interval = t_interval(values)
-    spread = statistics.stdev(values)
-    if spread == 0:
-        assert interval[0] == pytest.approx(interval[1])
+    half = (T975[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
+            if len(values) - 1 in T975 else None)
+    if half is None:
         return
-    low, high = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values),
-                                 scale=stats.sem(values))
-    assert interval == pytest.approx((low, high), rel=1e-9, abs=1e-12)
+    mean = statistics.fmean(values)
+    assert interval == pytest.approx((mean - half, mean + half), rel=1e-9, abs=1e-12)
     assert t_interval(values[:1]) is None
+
+
+def _t_cdf_closed_form(t: float, df: int) -> float:
+    """Student's t CDF in closed form for 1 (Cauchy) and 2 degrees of freedom."""
+    if df == 1:
+        return 0.5 + math.atan(t) / math.pi
+    assert df == 2
+    return 0.5 + t / (2 * math.sqrt(2 + t * t))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-100, 100).map(lambda k: k / 1000), min_size=2, max_size=3))
+def test_t_test_p_matches_the_closed_form_t_distribution(values):
+    p = t_test_p(values)
+    if statistics.pstdev(values) == 0:
+        assert p == (1.0 if values[0] == 0 else 0.0)
+        return
+    t = statistics.fmean(values) / (statistics.stdev(values) / math.sqrt(len(values)))
+    expected = 2 * (1 - _t_cdf_closed_form(abs(t), len(values) - 1))
+    assert p == pytest.approx(expected, rel=1e-7, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_a_true_difference_of_the_detectable_size_is_found_80_percent_of_the_time(n):
+    """Simulate the t-test at the detectable difference: its power is the stated 80%."""
+    spread = 0.01
+    detectable = detectable_difference(spread, n, alpha=0.05, power=0.8)
+    generator = np.random.default_rng(0)
+    trials = 40000
+    samples = generator.normal(detectable, spread, size=(trials, n))
+    t = samples.mean(axis=1) / (samples.std(axis=1, ddof=1) / math.sqrt(n))
+    rejected = np.abs(t) > T975[n - 1]
+    assert rejected.mean() == pytest.approx(0.8, abs=0.01)
+    assert detectable_difference(2 * spread, n) == pytest.approx(2 * detectable, rel=1e-6)
+    assert detectable_difference(0.0, n) is None and detectable_difference(spread, 1) is None
+
+
+def _holm_rejects(p_values: list[float], alpha: float) -> list[bool]:
+    """Holm (1979), as stated: order the p-values; reject H_(1), ..., H_(k-1) where k is the
+    first step with p_(k) > alpha / (m - k + 1)."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda index: p_values[index])
+    rejected = [False] * m
+    for step, index in enumerate(order):
+        if p_values[index] > alpha / (m - step):
+            break
+        rejected[index] = True
+    return rejected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=16),
+       st.sampled_from([0.01, 0.05, 0.1, 0.2]))
+def test_holm_adjusted_p_values_reject_what_holms_procedure_rejects(p_values, alpha):
+    adjusted = holm_adjusted(p_values)
+    assert all(p <= a <= 1 for p, a in zip(p_values, adjusted, strict=True))
+    # "adjusted <= alpha" is "rejected by the procedure", but where p * k meets alpha up to
+    # rounding (multiplying and dividing round differently)
+    m = len(p_values)
+    if any(math.isclose(p * k, alpha, rel_tol=1e-9) for p in p_values for k in range(1, m + 1)):
+        return
+    expected = _holm_rejects(p_values, alpha)
+    assert [a <= alpha for a in adjusted] == expected, (p_values, alpha)
 
 
 def _outcomes(seed: int, n: int = 400, accuracy: float = 0.7) -> dict[str, torch.Tensor]:
@@ -108,9 +196,8 @@ def test_study_figures_match_an_independent_computation(inputs):
             assert summary["std"] == pytest.approx(np.std(accuracies, ddof=1), rel=1e-5)
             for seed, accuracy in zip(seeds, accuracies, strict=True):
                 assert summary["per_seed"][str(seed)] == pytest.approx(accuracy, rel=1e-5)
-                ci = stats.binomtest(round(accuracy * 400), 400).proportion_ci(method="wilson")
-                assert summary["wilson95"][str(seed)] == pytest.approx([ci.low, ci.high],
-                                                                       rel=1e-5)
+                ci = _wilson_closed_form(round(accuracy * 400), 400)
+                assert summary["wilson95"][str(seed)] == pytest.approx(list(ci), rel=1e-5)
             if variant == "baseline":
                 continue
             diff = summary["diff"]
@@ -122,13 +209,35 @@ def test_study_figures_match_an_independent_computation(inputs):
                                   [np.sum(~base & ours), np.sum(~base & ~ours)]])
                 diffs.append(ours.mean() - base.mean())
                 b, c = table[0, 1], table[1, 0]
-                p = stats.binomtest(int(min(b, c)), int(b + c), 0.5).pvalue if b + c else 1.0
+                p = _mcnemar_by_counting(int(b), int(c))
                 assert diff["mcnemar_p"][str(seed)] == pytest.approx(p, rel=1e-5)
                 assert diff["per_seed"][str(seed)] == pytest.approx(diffs[-1], rel=1e-5)
-            low, high = stats.t.interval(0.95, len(seeds) - 1, loc=np.mean(diffs),
-                                         scale=stats.sem(diffs))
+            half = T975[len(seeds) - 1] * np.std(diffs, ddof=1) / math.sqrt(len(seeds))
+            low, high = np.mean(diffs) - half, np.mean(diffs) + half
             assert diff["mean"] == pytest.approx(np.mean(diffs), rel=1e-5)
             assert diff["t95"] == pytest.approx([low, high], rel=1e-5)
+
+
+def test_part_minus_each_control_is_paired_on_the_same_seed_and_examples(inputs):
+    made, seeds, variants = inputs
+    result = study(made, seeds, variants)
+    assert set(result["contrasts"]) == {"part-random_mask"}
+    for attack in ("natural", "pgd20"):
+        contrast = result["contrasts"]["part-random_mask"][attack]
+        diffs = [made[("part", s)].outcomes[attack].double().mean().item()
+                 - made[("random_mask", s)].outcomes[attack].double().mean().item()
+                 for s in seeds]
+        assert contrast["mean"] == pytest.approx(np.mean(diffs), rel=1e-5)
+        for seed, diff in zip(seeds, diffs, strict=True):
+            assert contrast["per_seed"][str(seed)] == pytest.approx(diff, rel=1e-5, abs=1e-9)
+            counts = contrast["discordant"][str(seed)]
+            assert (counts["only_variant"] - counts["only_random_mask"]) / 400 == \
+                pytest.approx(diff, abs=1e-12)
+        t = np.mean(diffs) / (np.std(diffs, ddof=1) / math.sqrt(3))
+        assert contrast["t_test_p"] == pytest.approx(
+            2 * (1 - _t_cdf_closed_form(abs(t), 2)), rel=1e-5)
+        assert contrast["detectable"] == pytest.approx(
+            detectable_difference(np.std(diffs, ddof=1), 3), rel=1e-5)
 
 
 def test_one_seed_has_no_spread_or_t_interval(inputs):

@@ -1,0 +1,20 @@
+"""Study stage `report`: study/report/ (results.md, study.json and the paired plots) from every
+arm's metrics, outcomes and budget traces and the shared baseline's (part/study_report.py). Run
+from the study's directory."""
+
+import typer
+
+from part.study_report import run_study_report
+from part.ui import console, guarded
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command(help=__doc__)
+@guarded
+def main() -> None:
+    console.print(f"wrote {run_study_report()}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,124 @@
+"""The dose-response study's settings and its pipeline file, as shipped in study/."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from part.params import load_params
+from part.study_config import (
+    ARM_KEYS,
+    SHARED,
+    StudyConfigError,
+    load_study_config,
+    run_dir_path,
+    run_params,
+    study_config_from_dict,
+    write_run_params,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = ROOT / "study"
+
+
+def _shipped() -> dict:
+    return yaml.safe_load((STUDY / "params.yaml").read_text())
+
+
+def _default_run() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_the_committed_run_params_are_what_configure_writes_from_the_shipped_files(tmp_path,
+                                                                                  monkeypatch):
+    """study/shared/params.yaml and study/arms/*/params.yaml are current: a stale one would
+    make `dvc status` in study/ report configure as changed."""
+    (tmp_path / "study").mkdir()
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "study" / "params.yaml").write_text((STUDY / "params.yaml").read_text())
+    monkeypatch.chdir(tmp_path / "study")
+    config = load_study_config()
+    for run_dir in config.run_dirs():
+        written = write_run_params(run_dir)
+        assert written.read_text() == (STUDY / run_dir_path(run_dir) / "params.yaml").read_text()
+        params = load_params(written)  # the project's own check, choices included
+        assert list(params.seeds) == [0, 1, 2]
+
+
+def test_every_run_is_the_default_run_but_for_what_the_study_names():
+    config = study_config_from_dict(_shipped())
+    default = _default_run()
+    shared = run_params(config, default, SHARED)
+    assert shared["variants"] == ["baseline"] and shared["controls"] == []
+    for arm, overrides in config.arms.items():
+        tree = run_params(config, default, arm)
+        assert tree["variants"] == ["baseline", "part"]
+        assert tree["controls"] == ["uniform_matched", "random_mask"]
+        # what the burn-ins and the baseline depend on is the shared runs' exactly
+        for key in ("dataset", "model", "method", "eps", "epochs", "burn_in_epochs", "data",
+                    "train", "eval", "seeds"):
+            assert tree[key] == shared[key], key
+        for key, value in overrides.items():
+            section, _, leaf = key.partition(".")
+            assert (tree[section][leaf] if leaf else tree[section]) == value
+    # the default run's data, model and schedule
+    for key in ("dataset", "model", "epochs", "burn_in_epochs", "data", "train"):
+        assert shared[key] == default[key], key
+
+
+def test_the_shipped_study_meets_the_issue_it_answers():
+    config = study_config_from_dict(_shipped())
+    default = _default_run()
+    eps = float(default["eps"])
+    quantile_doses = sorted(arm["eps_low"] for arm in config.arms.values()
+                            if arm["mask_rule"] == "quantile")
+    assert len(quantile_doses) >= 3 and quantile_doses[0] == 0
+    assert quantile_doses[-1] == pytest.approx(0.875 * eps)
+    assert any(arm["mask_rule"] == "official" and arm["eps_low"] == pytest.approx(0.875 * eps)
+               for arm in config.arms.values())
+    # PART's budget at eps_low = 0 under q = 0.25 is a quarter of AT's: at most half
+    assert all(arm["mask.quantile"] <= 0.5 for arm in config.arms.values()
+               if arm["mask_rule"] == "quantile")
+    assert len(run_params(config, default, SHARED)["seeds"]) >= 3
+    assert set(config.primary.attacks) == {"natural", "pgd20"}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda raw: raw["arms"]["quantile-0of8"].update({"train.lr": 0.1}),
+     r"arm 'quantile-0of8' sets train.lr: an arm may change only eps_low"),
+    (lambda raw: raw["arms"].update({"shared": {"eps_low": 0.0}}), r"arm name 'shared'"),
+    (lambda raw: raw.update({"armz": {}}), r"unknown key\(s\) armz"),
+    (lambda raw: raw["runs"].update({"controls": []}), r"`runs` sets controls"),
+    (lambda raw: raw["primary"].update({"comparisons": [["part", "paper"]]}),
+     r"names 'paper', which no arm trains"),
+    (lambda raw: raw["primary"].update({"alpha": 1.5}), r"must lie in \(0, 1\)"),
+    (lambda raw: raw.update({"arms": {}}), r"`arms` is empty"),
+    (lambda raw: raw["runs"].update({"eval.attacks": ["natural", "pgd_unimportant"]}),
+     r"pgd_unimportant.*the shared baseline"),
+])
+def test_a_bad_study_setting_is_named_with_its_fix(change, message):
+    raw = copy.deepcopy(_shipped())
+    change(raw)
+    with pytest.raises(StudyConfigError, match=message):
+        run_params(study_config_from_dict(raw), _default_run(), "quantile-0of8")
+
+
+def test_an_override_of_a_key_the_default_run_lacks_is_refused():
+    raw = copy.deepcopy(_shipped())
+    raw["runs"]["train.learning_rate"] = 0.1
+    with pytest.raises(StudyConfigError, match=r"train.learning_rate: the default run's params "
+                                                r"have no such key"):
+        run_params(study_config_from_dict(raw), _default_run(), SHARED)
+
+
+def test_the_arm_keys_are_what_the_shared_stages_do_not_read():
+    """An arm may change only params no shared stage (prepare, burn-in, baseline, its
+    evaluation) declares in study/dvc.yaml, or the arms could not share them."""
+    pipeline = yaml.safe_load((STUDY / "dvc.yaml").read_text())["stages"]
+    for name in ("prepare", "burnin", "baseline"):
+        stage = pipeline[name].get("do", pipeline[name])
+        for param in stage["params"]:
+            assert param.split(".")[0] not in ARM_KEYS, (name, param)
