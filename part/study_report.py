@@ -224,8 +224,9 @@ def baseline_table(result: Mapping[str, Any]) -> str:
             cells = []
             for variant in variants:
                 diff = summary["variants"][variant][attack]["diff"]
-                cells.append(f"{_pt(diff['mean'])}{_ci(diff['t95'])} "
-                             f"(≥{_pt(diff['detectable'], False)})")
+                detectable = ("" if diff["detectable"] is None else
+                              f" (≥{_pt(diff['detectable'], False)})")
+                cells.append(f"{_pt(diff['mean'])}{_ci(diff['t95'])}{detectable}")
             lines.append(f"| {name} | {arm['dose']:.3f} | {LABELS[attack]} | "
                          + " | ".join(cells) + " |")
     return "\n".join(lines)
