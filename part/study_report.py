@@ -23,6 +23,7 @@ from part.paths import metrics_path, outcomes_path, trace_path
 from part.report import LABELS, save_png
 from part.study import (
     Evaluated,
+    StudyError,
     detectable_difference,
     holm_adjusted,
     load_study_inputs,
@@ -81,6 +82,15 @@ def _check_same_runs(shared: Params, arm: str, params: Params) -> None:
 
 def _arm_inputs(arm: str, seeds: Sequence[int], controls: Sequence[str]
                 ) -> dict[tuple[str, int], Evaluated]:
+    try:
+        return _load_arm_inputs(arm, seeds, controls)
+    except StudyError as error:  # its fix names the main pipeline's stages
+        raise StudyReportError(f"{error} (in the study: run `dvc repro` in its directory)"
+                               ) from None
+
+
+def _load_arm_inputs(arm: str, seeds: Sequence[int], controls: Sequence[str]
+                     ) -> dict[tuple[str, int], Evaluated]:
     inputs = load_study_inputs(seeds, [BASELINE], lambda v, s: _in(SHARED, metrics_path(v, s)),
                                lambda v, s: _in(SHARED, outcomes_path(v, s)))
     inputs.update(load_study_inputs(seeds, [PART, *controls],
@@ -131,7 +141,7 @@ def _primary(config: StudyConfig, arms: Mapping[str, dict[str, Any]],
     strictest = primary.alpha / len(rows)
     for row, holm in zip(rows, adjusted, strict=True):
         row["holm_p"] = holm
-        row["detected"] = holm < primary.alpha
+        row["detected"] = holm <= primary.alpha
         spread = statistics.stdev(row["per_seed"].values()) if len(seeds) > 1 else 0.0
         # what Holm's first step (the smallest p-value, at alpha / m) could detect
         row["detectable_holm_first"] = detectable_difference(spread, len(seeds), strictest,
@@ -200,9 +210,10 @@ def primary_table(result: Mapping[str, Any]) -> str:
              "|---|---:|---|---|---:|---:|---:|---:|---|"]
     for row in primary["rows"]:
         if row["detected"]:
-            reading = f"{'higher' if row['mean'] > 0 else 'lower'} (Holm p < {primary['alpha']:g})"
+            reading = f"{'higher' if row['mean'] > 0 else 'lower'} (Holm p ≤ {primary['alpha']:g})"
         elif row["detectable"] is not None:
-            reading = f"none detected: \\|true difference\\| < {100 * row['detectable']:.2f}"
+            reading = (f"none detected: less than {100 * row['detectable']:.2f} "
+                       f"({100 * row['detectable_holm_first']:.2f} at Holm's first step)")
         else:
             reading = "no spread over seeds: no test"
         lines.append(
