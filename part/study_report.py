@@ -20,7 +20,7 @@ from typing import Any
 from part.errors import PartError
 from part.params import Params, load_params
 from part.paths import metrics_path, outcomes_path, trace_path
-from part.report import LABELS, save_png
+from part.report import LABELS, _interval, _points, _signed, save_png
 from part.study import (
     Evaluated,
     StudyError,
@@ -184,13 +184,15 @@ def build_study() -> dict[str, Any]:
 
 
 def _pt(value: float | None, signed: bool = True) -> str:
+    """A figure in points as the default run's report writes it; "-" where there is none
+    (one seed has no spread)."""
     if value is None:
         return "-"
-    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+    return _signed(value) if signed else _points(value)
 
 
 def _ci(bounds: Sequence[float] | None) -> str:
-    return "" if bounds is None else f" [{_pt(bounds[0])}, {_pt(bounds[1])}]"
+    return _interval(None if bounds is None else list(bounds), signed=True)
 
 
 def _p(value: float | None) -> str:
