@@ -268,7 +268,8 @@ def arms_table(result: Mapping[str, Any]) -> str:
         checks = []
         for control, per in arm["budget_checks"].items():
             gap = max(check["max_mean_budget_gap"] for check in per.values())
-            text = f"{control}: mean budget within {gap:.1e} of PART's"
+            text = (f"{control}: mean budget equal to PART's in every epoch" if gap == 0 else
+                    f"{control}: mean budget within {gap:.1e} of PART's")
             if any("counts_equal" in check for check in per.values()):
                 equal = all(check.get("counts_equal") for check in per.values())
                 text += ", " + ("the same counts per image and epoch" if equal else
