@@ -213,6 +213,9 @@ def primary_table(result: Mapping[str, Any]) -> str:
     for row in primary["rows"]:
         if row["detected"]:
             reading = f"{'higher' if row['mean'] > 0 else 'lower'} (Holm p ≤ {primary['alpha']:g})"
+        elif row["t_test_p"] is not None and row["t_test_p"] <= primary["alpha"]:
+            # "less than X" would be false here: the uncorrected test rejects zero
+            reading = f"not detected after Holm (uncorrected p ≤ {primary['alpha']:g})"
         elif row["detectable"] is not None:
             reading = (f"none detected: less than {100 * row['detectable']:.2f} "
                        f"({100 * row['detectable_holm_first']:.2f} at Holm's first step)")

@@ -111,6 +111,21 @@ def test_a_consistent_effect_is_detected_after_holm_and_a_null_reads_less_than_x
                         ["max_mean_budget_gap"], 0.0)
 
 
+def test_a_difference_significant_only_before_holm_never_reads_less_than_x(study_dir):
+    # PART - random_mask in "none": 7, 10, 13 examples per seed (p = 0.029 uncorrected)
+    for seed, gain in zip(SEEDS, (6, 13, 15), strict=True):
+        _evaluated(run_dir_path("none"), "part", seed, {"natural": 700 + gain, "pgd20": 500 + gain})
+    result = build_study()
+    row = next(row for row in result["primary"]["rows"]
+               if (row["arm"], row["control"], row["attack"]) == ("none", "random_mask", "natural"))
+    assert row["t_test_p"] <= 0.05 < row["holm_p"] and not row["detected"]
+    write_study_report(result)
+    line = next(line for line in Path("report/results.md").read_text().splitlines()
+                if line.startswith("| none | ") and "random_mask | Natural" in line)
+    assert "not detected after Holm (uncorrected p ≤ 0.05)" in line
+    assert "less than" not in line
+
+
 def test_a_control_that_spent_another_budget_is_shown_as_such(study_dir):
     counts = torch.full((6, 1), 100, dtype=torch.int32)
     _trace(run_dir_path("none"), "random_mask", 1, [0.025, 0.025, 0.03], counts)
