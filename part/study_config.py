@@ -30,6 +30,9 @@ DEFAULT_RUN_PARAMS = Path("../params.yaml")  # the default run's, relative to th
 SHARED = "shared"  # the run directory of the data, the burn-ins and the baseline
 ARMS_DIR = Path("arms")  # arms/<arm>/: one run directory per arm
 REPORT_DIR = Path("report")
+# summaries/<arm>.json: what the report needs of one arm (git-tracked, so that the report
+# depends on no directory holding DVC-cached models)
+SUMMARIES_DIR = Path("summaries")
 RESERVED = (SHARED,)
 # What an arm may change: the shared burn-ins and baseline depend on none of these.
 ARM_KEYS = ("eps_low", "cam", "mask_rule", "mask")
@@ -186,6 +189,10 @@ def run_params(config: StudyConfig, default_run: Mapping[str, Any], run_dir: str
                                "baseline would score with another mask rule than the arms'; "
                                "leave it out of the study")
     return tree
+
+
+def summary_path(arm: str) -> Path:
+    return SUMMARIES_DIR / f"{arm}.json"
 
 
 def run_dir_path(run_dir: str) -> Path:

@@ -36,6 +36,7 @@ from part.study_config import (
     StudyConfig,
     load_study_config,
     run_dir_path,
+    summary_path,
 )
 from part.variants import BASELINE, PART
 
@@ -124,18 +125,60 @@ def _dose(arm: str, params: Params, controls: Sequence[str]) -> tuple[dict[str, 
     return doses, checks
 
 
-def _primary(config: StudyConfig, arms: Mapping[str, dict[str, Any]],
-             inputs: Mapping[str, Mapping[tuple[str, int], Evaluated]], seeds: Sequence[int]
-             ) -> list[dict[str, Any]]:
+def _paired_rows(config: StudyConfig, arm: str, dose: float,
+                 inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int]
+                 ) -> list[dict[str, Any]]:
+    """One arm's primary comparisons, before the family's correction."""
     primary = config.primary
-    rows = []
-    for arm in config.arms:
-        for variant, control in primary.comparisons:
-            for attack in primary.attacks:
-                result = paired(inputs[arm], seeds, variant, control, attack, primary.alpha,
-                                primary.power)
-                rows.append({"arm": arm, "dose": arms[arm]["dose"], "variant": variant,
-                             "control": control, "attack": attack, **result})
+    return [{"arm": arm, "dose": dose, "variant": variant, "control": control, "attack": attack,
+             **paired(inputs, seeds, variant, control, attack, primary.alpha, primary.power)}
+            for variant, control in primary.comparisons for attack in primary.attacks]
+
+
+def summarize_arm(arm: str) -> dict[str, Any]:
+    """What the report needs of one arm: its settings, dose, budget checks, the study of its
+    variants against the shared baseline, and its primary comparisons before Holm."""
+    config = load_study_config()
+    if arm not in config.arms:
+        raise StudyReportError(f"no arm named {arm!r} in study/params.yaml; the arms: "
+                               f"{', '.join(config.arms)}")
+    shared = _run_params(SHARED)
+    seeds = list(shared.seeds)
+    params = _run_params(arm)
+    _check_same_runs(shared, arm, params)
+    inputs = _arm_inputs(arm, seeds, config.controls)
+    doses, checks = _dose(arm, params, config.controls)
+    dose = statistics.fmean(doses.values())
+    return {
+        "mask_rule": params.mask_rule,
+        "quantile": params.mask.quantile if params.mask_rule == "quantile" else None,
+        "cam": params.cam, "eps_low": params.eps_low,
+        "dose": dose, "dose_per_seed": doses, "budget_checks": checks,
+        "study": study(inputs, seeds, [BASELINE, PART, *config.controls],
+                       config.primary.alpha, config.primary.power),
+        "primary_rows": _paired_rows(config, arm, dose, inputs, seeds)}
+
+
+def write_arm_summary(arm: str) -> Path:
+    from part.atomic import atomic_write_text
+
+    summary = summarize_arm(arm)
+    path = summary_path(arm)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def _load_summary(arm: str) -> dict[str, Any]:
+    path = summary_path(arm)
+    if not path.is_file():
+        raise StudyReportError(f"{path}: missing; run `dvc repro` in the study's directory "
+                               f"(its stage summarize@{arm} writes it)")
+    return json.loads(path.read_text())
+
+
+def _holm(config: StudyConfig, rows: list[dict[str, Any]], seeds: Sequence[int]) -> None:
+    primary = config.primary
     adjusted = holm_adjusted([row["t_test_p"] if row["t_test_p"] is not None else 1.0
                               for row in rows])
     strictest = primary.alpha / len(rows)
@@ -146,29 +189,25 @@ def _primary(config: StudyConfig, arms: Mapping[str, dict[str, Any]],
         # what Holm's first step (the smallest p-value, at alpha / m) could detect
         row["detectable_holm_first"] = detectable_difference(spread, len(seeds), strictest,
                                                              primary.power)
-    return rows
 
 
 def build_study() -> dict[str, Any]:
+    """The study from every arm's summary (summaries/<arm>.json): the primary family is
+    corrected here, across the arms."""
     config = load_study_config()
     shared = _run_params(SHARED)
     seeds = list(shared.seeds)
     arms: dict[str, dict[str, Any]] = {}
-    inputs: dict[str, dict[tuple[str, int], Evaluated]] = {}
+    rows: list[dict[str, Any]] = []
     for arm in config.arms:
-        params = _run_params(arm)
-        _check_same_runs(shared, arm, params)
-        inputs[arm] = _arm_inputs(arm, seeds, config.controls)
-        doses, checks = _dose(arm, params, config.controls)
-        arms[arm] = {
-            "mask_rule": params.mask_rule, "quantile": (params.mask.quantile
-                                                        if params.mask_rule == "quantile"
-                                                        else None),
-            "cam": params.cam, "eps_low": params.eps_low,
-            "dose": statistics.fmean(doses.values()), "dose_per_seed": doses,
-            "budget_checks": checks,
-            "study": study(inputs[arm], seeds, [BASELINE, PART, *config.controls],
-                           config.primary.alpha, config.primary.power)}
+        summary = _load_summary(arm)
+        if summary["study"]["seeds"] != seeds:
+            raise StudyReportError(f"{summary_path(arm)} covers seeds {summary['study']['seeds']}"
+                                   f", the study {seeds}; run `dvc repro` in the study's "
+                                   "directory")
+        rows.extend(summary.pop("primary_rows"))
+        arms[arm] = summary
+    _holm(config, rows, seeds)
     return {"seeds": seeds, "eps": shared.eps, "dataset": shared.dataset,
             "model": shared.model, "method": shared.method, "epochs": shared.epochs,
             "burn_in_epochs": shared.burn_in_epochs,
@@ -176,7 +215,7 @@ def build_study() -> dict[str, Any]:
                         "attacks": list(config.primary.attacks), "alpha": config.primary.alpha,
                         "power": config.primary.power, "correction": "holm",
                         "test": "two-sided one-sample t-test of the per-seed paired differences",
-                        "rows": _primary(config, arms, inputs, seeds)},
+                        "rows": rows},
             "arms": arms}
 
 

@@ -1,6 +1,6 @@
 """Study stage `report`: study/report/ (results.md, study.json and the paired plots) from every
-arm's metrics, outcomes and budget traces and the shared baseline's (part/study_report.py). Run
-from the study's directory."""
+arm's summary (summaries/<arm>.json), Holm-correcting the primary family across the arms
+(part/study_report.py). Run from the study's directory."""
 
 import typer
 

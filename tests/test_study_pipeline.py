@@ -48,7 +48,7 @@ def study(tmp_path_factory) -> Path:
     first = run(["dvc", "repro"], repo / "study")
     expected = {"configure_shared", *(f"configure@{arm}" for arm in ARMS), "prepare", "budgets",
                 "report", *(f"arm_data@{arm}" for arm in ARMS),
-                *(f"arm_budgets@{arm}" for arm in ARMS)}
+                *(f"arm_budgets@{arm}" for arm in ARMS), *(f"summarize@{arm}" for arm in ARMS)}
     for seed in SEEDS:
         expected |= {f"burnin@{seed}", f"baseline@{seed}", f"evaluate_baseline@{seed}"}
         for arm in ARMS:
@@ -71,6 +71,18 @@ def test_one_command_runs_it_and_then_dvc_status_is_clean_and_a_rerun_runs_nothi
     assert ran(again) == set(), again.stdout
     # the default run's pipeline is another one: the study's repro did not touch it
     assert not (study.parent / "dvc.lock").exists()
+
+
+def test_a_fresh_clone_shows_the_committed_study_current(study, tmp_path):
+    # The README's staleness check: without DVC's cache only "deleted" or "not in cache" may
+    # show; "modified", "new" or "changed command" would mean the report is not current.
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(study.parent), str(clone)], tmp_path)
+    status = run(["dvc", "status", "dvc.yaml"], clone / "study").stdout
+    assert "deleted:" in status, status  # the models are not in the clone's cache
+    stale = [line for line in status.splitlines()
+             if re.search(r"modified|new:|changed command", line)]
+    assert not stale, status
 
 
 def test_the_arms_train_from_the_shared_burn_ins_and_are_paired_with_the_shared_baseline(study):
@@ -180,6 +192,6 @@ def test_each_study_stage_declares_exactly_the_project_code_it_executes(study, t
             f"{name}: executed but not declared {sorted(executed - declared)}; "
             f"declared but not executed {sorted(declared - executed)}")
         checked += 1
-    assert checked == 13  # every stage group but the two that copy the shared inputs
+    assert checked == 14  # every stage group but the two that copy the shared inputs
     run(["git", "checkout", "--", "."], study)
     run(["dvc", "checkout", "-q", "--force"], study, check=False)

@@ -17,7 +17,12 @@ from part.budget_trace import BudgetTrace, save_trace
 from part.paths import metrics_path, outcomes_path, trace_path
 from part.study import detectable_difference
 from part.study_config import load_study_config, run_dir_path, write_run_params
-from part.study_report import StudyReportError, build_study, write_study_report
+from part.study_report import (
+    StudyReportError,
+    build_study,
+    write_arm_summary,
+    write_study_report,
+)
 from part.tensorfile import write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +62,13 @@ def _trace(directory: Path, variant: str, seed: int, budgets: list[float],
     save_trace(path, trace)
 
 
+def _build() -> dict:
+    """What the study's summarize and report stages do: every arm's summary, then the study."""
+    for arm in load_study_config().arms:
+        write_arm_summary(arm)
+    return build_study()
+
+
 @pytest.fixture
 def study_dir(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
@@ -83,7 +95,7 @@ def study_dir(tmp_path, monkeypatch):
 
 
 def test_a_consistent_effect_is_detected_after_holm_and_a_null_reads_less_than_x(study_dir):
-    result = build_study()
+    result = _build()
     rows = {(row["arm"], row["control"], row["attack"]): row for row in result["primary"]["rows"]}
     assert len(rows) == 2 * 2 * 2
     strong = rows[("strong", "random_mask", "pgd20")]
@@ -115,7 +127,7 @@ def test_a_difference_significant_only_before_holm_never_reads_less_than_x(study
     # PART - random_mask in "none": 7, 10, 13 examples per seed (p = 0.029 uncorrected)
     for seed, gain in zip(SEEDS, (6, 13, 15), strict=True):
         _evaluated(run_dir_path("none"), "part", seed, {"natural": 700 + gain, "pgd20": 500 + gain})
-    result = build_study()
+    result = _build()
     row = next(row for row in result["primary"]["rows"]
                if (row["arm"], row["control"], row["attack"]) == ("none", "random_mask", "natural"))
     assert row["t_test_p"] <= 0.05 < row["holm_p"] and not row["detected"]
@@ -129,7 +141,7 @@ def test_a_difference_significant_only_before_holm_never_reads_less_than_x(study
 def test_a_control_that_spent_another_budget_is_shown_as_such(study_dir):
     counts = torch.full((6, 1), 100, dtype=torch.int32)
     _trace(run_dir_path("none"), "random_mask", 1, [0.025, 0.025, 0.03], counts)
-    result = build_study()
+    result = _build()
     check = result["arms"]["none"]["budget_checks"]["random_mask"]["1"]
     assert check["counts_equal"] is False
     assert check["max_mean_budget_gap"] == pytest.approx(0.005)
@@ -141,14 +153,14 @@ def test_a_missing_evaluation_names_the_fix_in_the_study(study_dir):
     Path(run_dir_path("none") / metrics_path("part", 2)).unlink()
     with pytest.raises(StudyReportError, match=r"no metrics file.*run `dvc repro` in its "
                                                r"directory"):
-        build_study()
+        _build()
 
 
 def test_an_arm_whose_runs_differ_from_the_shared_ones_is_refused(study_dir):
     path = run_dir_path("strong") / "params.yaml"
     path.write_text(path.read_text().replace("epochs: 5", "epochs: 6"))
     with pytest.raises(StudyReportError, match=r"differ in `epochs`"):
-        build_study()
+        _build()
     shutil.rmtree(run_dir_path("strong"))
     with pytest.raises(StudyReportError, match=r"missing; run `dvc repro`"):
-        build_study()
+        _build()
