@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +47,6 @@ BASELINE_PLOT = REPORT_DIR / "variants_minus_at.png"
 
 class StudyReportError(PartError):
     pass
-
-
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    params: Params
-    dose: float  # PART's mean budget over its epochs and seeds, as a fraction of eps
-    dose_per_seed: dict[str, float]
-    budget_checks: dict[str, Any]
 
 
 def _in(run_dir: str, path: Path) -> Path:
@@ -174,7 +164,11 @@ def _load_summary(arm: str) -> dict[str, Any]:
     if not path.is_file():
         raise StudyReportError(f"{path}: missing; run `dvc repro` in the study's directory "
                                f"(its stage summarize@{arm} writes it)")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise StudyReportError(f"{path}: not a summary ({error}); delete it and run `dvc repro` "
+                               "in the study's directory") from None
 
 
 def _holm(config: StudyConfig, rows: list[dict[str, Any]], seeds: Sequence[int]) -> None:

@@ -164,3 +164,12 @@ def test_an_arm_whose_runs_differ_from_the_shared_ones_is_refused(study_dir):
     shutil.rmtree(run_dir_path("strong"))
     with pytest.raises(StudyReportError, match=r"missing; run `dvc repro`"):
         _build()
+
+
+def test_a_damaged_summary_is_named_with_its_fix(study_dir):
+    _build()
+    summary = Path("summaries/none.json")
+    summary.write_text(summary.read_text()[:100])
+    with pytest.raises(StudyReportError, match=r"summaries/none.json: not a summary .*delete it "
+                                               r"and run `dvc repro`"):
+        build_study()
