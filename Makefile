@@ -7,7 +7,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 STAMP := $(VENV)/.setup.stamp
 
-.PHONY: setup repro test lint study
+.PHONY: setup repro test test-fast lint study
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PART_VENV=$(VENV) bash scripts/setup.sh
@@ -18,8 +18,16 @@ setup: $(STAMP)
 repro: $(STAMP)
 	dvc repro
 
+# The test tiers (README, "Tests"): `make test` runs every test, two pytest-xdist workers, each
+# file's tests in one worker (tests/conftest.py), the 30 slowest printed; `make test-fast` the
+# inner loop: the tests not marked slow (no subprocess pipelines).
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup --durations=30
 test: $(STAMP)
-	python -m pytest -q
+	python -m pytest -q $(PYTEST_PARALLEL)
+
+test-fast: $(STAMP)
+	python -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 # The dose-response study (README, "What the study shows"): a DVC pipeline of its own.
 study: $(STAMP)

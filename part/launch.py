@@ -1,24 +1,37 @@
 """`python -m part.launch --nproc-per-node N --device D -m stages.<name> ARGS...`: the command of
-the burn-in, mask and training stages in dvc.yaml. It runs `torchrun --standalone` with N processes
-on this machine, after claiming the GPUs they will use as one set.
+the burn-in, mask and training stages in dvc.yaml.
 
-A job of N > 1 processes on GPUs (`device: auto` or `cuda`) needs N GPUs of its own: the launcher
-claims N free ones together (part/gpu_claim.py: all of them or none, waiting while fewer are
-free), makes exactly those visible to torchrun's processes (CUDA_VISIBLE_DEVICES), each of which
-takes cuda:LOCAL_RANK, and then becomes torchrun itself (exec), keeping the lock files open: the
-claim lasts as long as torchrun does and ends with it, by a crash or a kill too. Fewer visible
-GPUs than N, or a named GPU (`cuda:1`) for N processes, fails at once. With one process, or on
-the CPU, nothing is claimed here (one process claims for itself as any process does).
+With one process (`distributed.nproc_per_node: 1`, the default) the launcher runs the stage module
+here, in this very process, as `python -m stages.<name>` would: no torchrun, no elastic agent, no
+second interpreter importing torch again; an expected failure is the stage's own one-line
+`error: ...` and exit 2.
+
+With N > 1 this process becomes torchrun's elastic agent (`torchrun --standalone`, in-process) and
+starts N worker processes on this machine. A job of N processes on GPUs (`device: auto` or
+`cuda`) needs N GPUs of its own: the launcher first claims N free ones together
+(part/gpu_claim.py: all of them or none, waiting while fewer are free) and makes exactly those
+visible to the workers (CUDA_VISIBLE_DEVICES), each of which takes cuda:LOCAL_RANK; the lock files
+stay open in this process, so the claim lasts as long as the agent does and ends with it, by a
+crash or a kill too. Fewer visible GPUs than N, or a named GPU (`cuda:1`) for N processes, fails
+at once. With one process, or on the CPU, nothing is claimed here (one process claims for itself
+as any process does). When a worker fails, the workers' own one-line messages come first and the
+agent adds one line naming the rank that failed first, its exit code and its message, in place
+of torchrun's traceback and failure table.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import runpy
+import signal
 import sys
 from collections.abc import Sequence
 
+from rich.markup import escape
+
 from part.errors import PartError
-from part.ui import guarded
+from part.ui import console, guarded
 
 USAGE = ("usage: python -m part.launch --nproc-per-node N --device DEVICE -m MODULE [ARGS...]")
 
@@ -82,23 +95,74 @@ def _visible_gpu_count() -> int:
 
 
 def torchrun_command(nproc: int, module_args: list[str]) -> list[str]:
-    """torchrun (of this interpreter) on one machine with `nproc` processes."""
+    """torchrun's command line (of this interpreter) for `nproc` processes on one machine: what
+    the launcher runs in-process for N > 1, and what a user types to run a stage by hand."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone",
             "--nproc-per-node", str(nproc), *module_args]
 
 
+def run_module_here(module_args: list[str]) -> None:
+    """`python -m MODULE ARGS...` in this process (the one-process path): the module runs as
+    `__main__` with its own argv, and its exit status is this process's."""
+    module, *args = module_args[1:]
+    sys.argv = [module, *args]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
+
+
+def _failure_line(nproc: int, rank: int, exitcode: int, message: str) -> str:
+    if exitcode < 0:
+        try:
+            how = f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            how = f"was killed by signal {-exitcode}"
+    else:
+        how = f"failed with exit code {exitcode}"
+    reason = message
+    return f"rank {rank} of {nproc} {how}" + (f": {reason}" if reason else "")
+
+
+class WorkersFailed(PartError):
+    """A worker of an N-process job ended with an error; `exit_code` is the first one's."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def run_torchrun_here(nproc: int, module_args: list[str]) -> None:
+    """torchrun --standalone with `nproc` workers, its agent in this process. Its own logging
+    (rendezvous, the OMP_NUM_THREADS notice, a failure's traceback and table) is kept to errors
+    that are not a worker's: a failed worker becomes one WorkersFailed line."""
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    logging.getLogger("torch.distributed.run").setLevel(logging.CRITICAL)
+    arguments = torchrun.parse_args(torchrun_command(nproc, module_args)[3:])
+    try:
+        torchrun.run(arguments)
+    except ChildFailedError as failure:
+        rank, first = failure.get_first_failure()
+        # a worker's own message, where it left one (part.ui); torchrun's made-up text otherwise
+        wrote = os.path.isfile(first.error_file) and isinstance(first.message, str)
+        message = first.message if wrote else ""
+        exit_code = first.exitcode if first.exitcode > 0 else 1
+        raise WorkersFailed(_failure_line(nproc, rank, first.exitcode, message),
+                            exit_code) from None
+
+
 @guarded
 def _launch(argv: Sequence[str]) -> None:
-    from part import gpu_claim
-
     nproc, device, module_args = _parse(argv)
-    env = gpu_environment(nproc, device)
-    for handle in gpu_claim.held_lock_files():
-        os.set_inheritable(handle.fileno(), True)  # the claim passes to torchrun with exec
-    sys.stdout.flush()
-    sys.stderr.flush()
-    command = torchrun_command(nproc, module_args)
-    os.execve(command[0], command, env)
+    if nproc == 1:
+        run_module_here(module_args)
+        return
+    os.environ.update(gpu_environment(nproc, device))
+    try:
+        run_torchrun_here(nproc, module_args)
+    except WorkersFailed as failed:
+        console.print(f"[bold red]error:[/] {escape(str(failed))}", soft_wrap=True)
+        sys.exit(failed.exit_code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

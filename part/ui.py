@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -31,7 +33,22 @@ EXIT_BAD_INPUT = 2
 def fail(message: str) -> None:
     # escaped: a message quoting a list ("controls: [random_mask]") is text, not rich markup
     console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    _leave_for_torchrun(message)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def _leave_for_torchrun(message: str) -> None:
+    """In a worker of torchrun, leave the message where its agent reads a failed worker's
+    reason (the error file torch.distributed.elastic names in TORCHELASTIC_ERROR_FILE), so that
+    the launcher's one line names it (part/launch.py)."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if not path:
+        return
+    try:
+        with open(path, "w") as handle:
+            json.dump({"message": message, "timestamp": int(time.time())}, handle)
+    except OSError:
+        pass  # the message is on stderr already; the agent then reports the exit code alone
 
 
 def guarded(function: F) -> F:

@@ -8,12 +8,14 @@ copy, so they import the copy's own code.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -32,9 +34,27 @@ TINY = {
 }
 
 
-def user_env() -> dict[str, str]:
+RECORDER_SITE = ROOT / "tests" / "import_recorder"
+
+
+def user_env(record_imports: Path | None = None, root: Path | None = None) -> dict[str, str]:
+    """The environment of a user's shell. With `record_imports`, every stage process the
+    command starts leaves there the files of the project at `root` that it executed
+    (tests/import_recorder): `python` on PATH becomes a wrapper that adds the recorder, whatever
+    PYTHONPATH a stage's command sets."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if record_imports is not None:
+        wrappers = record_imports / "bin"
+        wrappers.mkdir(parents=True, exist_ok=True)
+        real = shutil.which("python", path=env["PATH"])
+        (wrappers / "python").write_text(
+            "#!/bin/sh\n"
+            f'PYTHONPATH="${{PYTHONPATH:+$PYTHONPATH:}}{RECORDER_SITE}" exec {real} "$@"\n')
+        (wrappers / "python").chmod(0o755)
+        env["PATH"] = f"{wrappers}{os.pathsep}{env['PATH']}"
+        env["PART_RECORD_IMPORTS"] = str(record_imports)
+        env["RECORD_ROOT"] = str(root)
     return env
 
 
@@ -43,6 +63,50 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@dataclass
+class Repro:
+    """A `dvc repro` as it ran: its output, each stage's wall time (from DVC's own lines, read
+    as they came), DVC's start-up before the first stage and, where recorded, the project files
+    each stage process executed."""
+
+    result: subprocess.CompletedProcess
+    seconds: dict[str, float]
+    startup: float
+    executed: list[dict] = field(default_factory=list)
+
+
+def repro(repo: Path, args: list[str] | None = None, record_imports: Path | None = None,
+          root: Path | None = None) -> Repro:
+    """`dvc repro ARGS` in `repo`, timing each stage from its "Running stage" line to DVC's
+    "Updating lock file" after it; with `record_imports`, what each stage executed of the
+    project at `root` (default: `repo`)."""
+    command = ["dvc", "repro", *(args or [])]
+    began = time.monotonic()
+    process = subprocess.Popen(command, cwd=repo, env=user_env(record_imports, root or repo),
+                               text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    lines, seconds, startup = [], {}, 0.0
+    running: tuple[str, float] | None = None
+    for line in process.stdout:
+        now = time.monotonic()
+        lines.append(line)
+        started = re.search(r"Running stage '([^']+)'", line)
+        if started and not seconds and running is None:
+            startup = now - began
+        if started or "Updating lock file" in line:
+            if running is not None:
+                seconds[running[0]] = now - running[1]
+            running = (started.group(1), now) if started else None
+    process.wait()
+    output = "".join(lines)
+    result = subprocess.CompletedProcess(command, process.returncode, output, "")
+    if process.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed:\n{output}")
+    executed = ([json.loads(path.read_text()) for path in sorted(record_imports.glob("*.json"))]
+                if record_imports is not None else [])
+    return Repro(result, seconds, startup, executed)
 
 
 def ran(result: subprocess.CompletedProcess) -> set[str]:

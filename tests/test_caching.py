@@ -5,10 +5,8 @@ user runs it (bytecode writing on, the copy's own code imported)."""
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 import yaml
 from _project import (
     ALL_STAGES,
-    ROOT,
+    Repro,
     commit,
     is_up_to_date,
     kill,
@@ -24,21 +22,25 @@ from _project import (
     locked_outs,
     make_project,
     ran,
+    repro,
     run,
     start,
 )
 
 pytestmark = pytest.mark.slow
-RECORDER = ROOT / "tests" / "_record_imports.py"
 # Two epochs of burn-in and two after it, so that a kill can land between epochs of a stage.
 EPOCHS = {"epochs": 4, "burn_in_epochs": 2}
+# The first repro as it ran: each stage's wall time and the project files each stage executed.
+FIRST: dict[str, Repro] = {}
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    repo = make_project(tmp_path_factory.mktemp("caching"), **EPOCHS)
-    first = run(["dvc", "repro"], repo)
-    assert ran(first) == ALL_STAGES, first.stdout
+    root = tmp_path_factory.mktemp("caching")
+    repo = make_project(root / "repo", **EPOCHS)
+    first = repro(repo, record_imports=root / "imports")
+    assert ran(first.result) == ALL_STAGES, first.result.stdout
+    FIRST["repro"] = first
     commit(repo, "first repro")
     return repo
 
@@ -86,20 +88,6 @@ def test_a_forced_rerun_writes_the_same_bytes_and_dvc_sees_nothing_new(project, 
     assert is_up_to_date(project), run(["dvc", "status"], project).stdout
 
 
-def _stage_commands(repo: Path) -> dict[str, list[str]]:
-    """Each stage's command as `python -m stages.<name> ...`: the launcher's options (the
-    burn-in, mask and training stages) stripped, since torchrun runs the very same module in
-    each process."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    commands = {}
-    for name, stage in lock["stages"].items():
-        words = stage["cmd"].split()
-        if words[:3] == ["python", "-m", "part.launch"]:
-            words = ["python", *words[words.index("-m", 3):]]
-        commands[name] = words
-    return commands
-
-
 def _declared_code(repo: Path, stage: str) -> set[str]:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     declared: set[str] = set()
@@ -113,23 +101,24 @@ def _declared_code(repo: Path, stage: str) -> set[str]:
     return declared
 
 
-def test_each_stage_declares_exactly_the_project_code_it_executes(project, tmp_path):
+def test_each_stage_declares_exactly_the_project_code_it_executes(project):
+    """What each stage process of the first repro executed (recorded as it ran, by
+    tests/import_recorder) against what its dvc.lock entry declares."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())
-    for stage, command in _stage_commands(project).items():
-        assert command[:3] == ["python", "-m", f"stages.{stage.split('@')[0]}"], command
-        record = tmp_path / f"{stage}.json"
-        run([sys.executable, str(RECORDER), str(record), *command[2:]], project)
-        executed = set(json.loads(record.read_text()))
-        if "part.launch" in lock["stages"][stage]["cmd"]:
-            # the launcher, which execs torchrun, imports nothing the stage does not
-            executed.add("part/launch.py")
+    recorded = {tuple(record["argv"]): record for record in FIRST["repro"].executed}
+    for stage, entry in lock["stages"].items():
+        words = entry["cmd"].split()
+        assert words[0] == "python" and f"stages.{stage.split('@')[0]}" in words, words
+        record = recorded.get(tuple(words[1:]))
+        assert record is not None, f"{stage}: no process ran {entry['cmd']!r}"
+        assert Path(record["cwd"]).resolve() == project.resolve()
+        executed = set(record["files"])
         # the copy's own package ran, not an installed checkout's
         assert "part/__init__.py" in executed, executed
         declared = _declared_code(project, stage)
         assert executed == declared, (
             f"{stage}: executed but not declared {sorted(executed - declared)}; "
             f"declared but not executed {sorted(declared - executed)}")
-    _restore(project)
 
 
 def _kill_after(process: subprocess.Popen, seconds: float) -> None:
@@ -166,9 +155,8 @@ def test_sigkill_at_random_points_then_a_rerun_gives_the_same_bytes(project, sta
     files = _contents(project, reference)
     metrics = {path: (project / path).read_bytes() for path in
                ("metrics/baseline-0.json", "metrics/part-0.json")}
-    started = time.monotonic()
-    run(["dvc", "repro", "--force", "--single-item", stage], project)
-    duration = time.monotonic() - started
+    first = FIRST["repro"]  # as long as DVC's start and the stage took in the first repro
+    duration = first.startup + first.seconds[stage]
     rng = random.Random(f"{stage}-kill-points")
     for _ in range(2):
         lock = (project / "dvc.lock").read_bytes()
@@ -189,6 +177,7 @@ def test_sigkill_at_random_points_then_a_rerun_gives_the_same_bytes(project, sta
                                         + run(["dvc", "status"], project).stdout)
     # A kill after the outputs were written but before the state was removed leaves the outputs
     # whole, so DVC skips the rerun and the state (of this very computation) stays; the next
-    # finished run of the stage removes it.
+    # finished run of the stage removes it, and writes the same bytes again.
     run(["dvc", "repro", "--force", "--single-item", stage], project)
     assert not list((project / "runs").glob("*.safetensors"))
+    assert locked_outs(project) == reference and _contents(project, reference) == files

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -154,3 +155,79 @@ def test_bad_launcher_arguments_say_what_to_set():
                              "-m", "stages.train"], capture_output=True, text=True, env=_env())
     assert result.returncode == 2
     assert "distributed.nproc_per_node" in result.stderr and "Traceback" not in result.stderr
+
+
+# Prints what the process that runs the stage module has loaded.
+IN_PROCESS_PROBE = textwrap.dedent("""
+    import os, sys
+    print("probe", os.getpid(), "part.ui" in sys.modules,
+          "torch.distributed.run" in sys.modules, "torch" in sys.modules, sys.argv[1:],
+          flush=True)
+""")
+
+
+def test_one_process_runs_the_module_in_the_launchers_own_process_without_torchrun(tmp_path):
+    (tmp_path / "launch_probe.py").write_text(IN_PROCESS_PROBE)
+    env = {**_env(), "PYTHONPATH": f"{ROOT}:{tmp_path}"}
+    process = subprocess.Popen([sys.executable, "-m", "part.launch", "--nproc-per-node", "1",
+                                "--device", "cpu", "-m", "launch_probe", "--seed", "3"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env, cwd=tmp_path)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    # the launcher's own pid and its modules (part.ui): no torchrun, no elastic agent, no torch
+    assert stdout.split() == ["probe", str(process.pid), "True", "False", "False", "['--seed',",
+                              "'3']"], stdout
+
+
+def _params_with(directory: Path, **overrides: str) -> None:
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(device="cpu", **overrides)
+    (directory / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+# (params overrides, what the message must say): a bad param, and an input not made yet
+FAILURES = {"bad param": ({"model": "nosuch"}, "model: 'nosuch' is not one of"),
+            "missing input": ({}, "missing input file(s): data/prepared/train.safetensors")}
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+@pytest.mark.parametrize("failure", FAILURES)
+def test_an_expected_failure_is_one_message_per_process_and_exit_2_with_no_traceback(
+        tmp_path, nproc, failure):
+    overrides, said = FAILURES[failure]
+    _params_with(tmp_path, **overrides)
+    result = subprocess.run([sys.executable, "-m", "part.launch", "--nproc-per-node",
+                             str(nproc), "--device", "cpu", "-m", "stages.burnin", "--seed", "0"],
+                            capture_output=True, text=True, env=_env(), cwd=tmp_path,
+                            timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output and "ChildFailedError" not in output, output[-3000:]
+    lines = [line for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert errors == lines, output[-3000:]  # nothing but the messages
+    assert all(said in line for line in errors), errors
+    if nproc == 1:
+        assert len(errors) == 1
+    else:  # each rank's own message, then the one line that names the rank that failed
+        assert len(errors) == nproc + 1
+        assert re.match(r"error: rank [01] of 2 failed with exit code 2: ", errors[-1]), errors
+
+
+def test_a_killed_rank_is_named_in_one_line(tmp_path):
+    (tmp_path / "dying_rank.py").write_text(textwrap.dedent("""
+        import os, signal, time
+        if os.environ["RANK"] == "1":
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)
+    """))
+    env = {**_env(), "PYTHONPATH": f"{ROOT}:{tmp_path}"}
+    result = subprocess.run([sys.executable, "-m", "part.launch", "--nproc-per-node", "2",
+                             "--device", "cpu", "-m", "dying_rank"], capture_output=True,
+                            text=True, env=env, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1
+    output = (result.stdout + result.stderr).strip()
+    assert output == "error: rank 1 of 2 was killed by SIGKILL", output

@@ -13,25 +13,23 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from _project import ALL_STAGES, commit, kill_once_written, make_project, ran, run
+from _project import ALL_STAGES, kill_once_written, ran, run
+from conftest import TINY_GROUP
 
 from part.checkpoint import load_checkpoint
 from part.data.prepared import load_prepared
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(TINY_GROUP)]
 METRIC_KEYS = {"natural", "fgsm", "pgd20", "cw20", "mma", "pgd_unimportant", "autoattack",
                "n_natural", "n_fgsm", "n_pgd20", "n_cw20", "n_mma", "n_pgd_unimportant",
                "n_autoattack"}
 _run, _ran = run, ran
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory) -> Path:
-    repo = make_project(tmp_path_factory.mktemp("pipeline"))
-    first = _run(["dvc", "repro"], repo)  # speed is the benchmarks' business, not a test's
-    assert _ran(first) == ALL_STAGES, first.stdout
-    commit(repo, "first repro")
-    return repo
+@pytest.fixture
+def project(tiny_project) -> Path:
+    """The shared tiny repro's copy (conftest.py): every test leaves it as it found it."""
+    return tiny_project
 
 
 def _reset(repo: Path) -> None:
@@ -142,10 +140,9 @@ def test_outcome_files_hold_the_metrics_example_by_example(project):
         assert torch.equal(outcomes["natural"], clean)
 
 
-def test_eps_low_reruns_only_the_part_branch(project):
-    result = _run(["dvc", "exp", "run", "-S", "eps_low=6/255"], project)
+def test_eps_low_reruns_only_the_part_branch(experiment_alone):
+    result = experiment_alone("6/255").result  # test_sweep compares a queued run with it
     assert _ran(result) == {"budgets", "train@part-0", "evaluate@part-0", "report"}
-    _reset(project)
 
 
 def test_cam_reruns_the_cam_branch_and_evaluations_never_prepare_burnin_or_baseline(project):
@@ -181,8 +178,10 @@ def test_eps_given_as_a_fraction_reaches_the_models(project):
     _reset(project)
 
 
-def test_the_frontier_draws_each_experiments_result_once_from_dvc_exp_show(project):
+def test_the_frontier_draws_each_experiments_result_once_from_dvc_exp_show(project,
+                                                                          experiment_alone):
     """Real `dvc exp show --json` output: the commit and the experiments the tests above ran."""
+    experiment_alone("6/255")
     result = _run(["python", "-m", "part.cli", "frontier"], project)
     assert (project / "reports/frontier.png").read_bytes()[:4] == b"\x89PNG", result.stdout
     rows = [line.split(" | ") for line in

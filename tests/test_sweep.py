@@ -6,14 +6,14 @@ it all: A and B start together, B is killed while both run, C then runs beside A
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pytest
-from _project import commit, make_project, run, start
+from _project import run, start
+from conftest import TINY_GROUP, copy_project
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(TINY_GROUP)]
 
 QUEUED = {"a": "6/255", "b": "5/255", "c": "4/255"}  # name -> eps_low; b is killed
 
@@ -61,14 +61,11 @@ def _wait(repo: Path, done, what: str, timeout: float = 600) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
-    root = tmp_path_factory.mktemp("sweep")
-    repo = make_project(root / "queued")
-    run(["dvc", "repro"], repo)
-    commit(repo, "the baseline run")
-    # A copy, cache included, for the experiments run alone: its run-cache never holds what the
+def swept(tiny_repro, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    # The shared tiny repro (conftest.py), copied, cache included. The experiments run alone
+    # run in another copy (conftest's experiment_alone), whose run-cache never holds what the
     # queue computed, so they really run.
-    shutil.copytree(repo, root / "alone")
+    repo = copy_project(tiny_repro, tmp_path_factory.mktemp("sweep") / "queued")
     for name, low in QUEUED.items():
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"eps_low={low}"], repo)
     # detached, not waited for: the workers it starts keep running after it returns
@@ -79,11 +76,11 @@ def swept(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
     rows = _wait(repo, lambda rows: len(rows) == 3 and not any(
         state in row for row in rows.values() for state in ("Queued", "Running")),
         "the queue finishing")
-    return repo, root / "alone", rows
+    return repo, rows
 
 
 def test_a_killed_experiment_loses_only_itself(swept):
-    repo, _, rows = swept
+    repo, rows = swept
     assert "Success" in rows["a"] and "Success" in rows["c"], rows
     assert "Success" not in rows["b"], rows
     listed = _experiments(repo)
@@ -92,9 +89,8 @@ def test_a_killed_experiment_loses_only_itself(swept):
 
 
 @pytest.mark.parametrize("name", ["a", "c"])
-def test_an_experiment_run_beside_another_gets_its_alone_metrics(swept, name):
-    repo, alone, _ = swept
-    run(["dvc", "exp", "run", "-S", f"eps_low={QUEUED[name]}"], alone)
-    by_itself = _scores(json.loads((alone / "metrics/part-0.json").read_text()))
+def test_an_experiment_run_beside_another_gets_its_alone_metrics(swept, experiment_alone, name):
+    repo, _ = swept
+    by_itself = _scores(json.loads(experiment_alone(QUEUED[name]).part_metrics))
     assert by_itself
     assert _scores(_experiments(repo)[name]) == by_itself
