@@ -19,10 +19,10 @@ repro: $(STAMP)
 	dvc repro
 
 # The test tiers (README, "Tests"): `make test` runs every test, two pytest-xdist workers, each
-# file's tests in one worker (tests/conftest.py), the 30 slowest printed; `make test-fast` the
+# file's tests in one worker, the longest first (tests/conftest.py), the 30 slowest printed; `make test-fast` the
 # inner loop: the tests not marked slow (no subprocess pipelines).
 PYTEST_WORKERS ?= 2
-PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadgroup --durations=30
+PYTEST_PARALLEL = -n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder --durations=30
 test: $(STAMP)
 	python -m pytest -q $(PYTEST_PARALLEL)
 

@@ -4,8 +4,8 @@ once per test process, and the files that need it take a copy.
 `tiny_repro` is the committed result of that first `dvc repro`: read it, never change it.
 `tiny_project` is one copy of it, cache included, that tests may change (run experiments in,
 reset afterwards); `experiment_alone` runs an `eps_low` experiment there once and hands every
-test that asks for it the same result. Under pytest-xdist the files that use them share one
-xdist group, so that one worker builds them.
+test that asks for it the same result. Under pytest-xdist the files that use them form one
+group, which one worker runs (pytest_xdist_make_scheduler, below), so that it builds them once.
 
 Every test process, and every process a test starts, computes on one thread: the tiny models
 gain nothing from more, and two workers on a 2-core machine, each with a thread per core, would
@@ -78,10 +78,39 @@ def experiment_alone(tiny_project) -> Callable[[str], Experiment]:
     return experiment
 
 
+# Files whose tests share a session fixture run in one worker: one group.
+SHARED_GROUPS = {"test_pipeline": TINY_GROUP, "test_sweep": TINY_GROUP}
+# The groups that take longest, longest first (bench/results/cpu-2core-make-test-*.json): run
+# with --no-loadscope-reorder, xdist hands them out in this order, so that no long group starts
+# last while the other worker idles.
+LONGEST_FIRST = (TINY_GROUP, "test_caching", "test_study_pipeline", "test_ddp_equivalence",
+                 "test_distributed", "test_multinode", "test_evaluate", "test_fast_paths",
+                 "test_full_disk", "test_bench_gpu", "test_device_check")
+
+
+def group_of(nodeid: str) -> str:
+    """A test's group: its file's (module) name, or the group its file shares."""
+    stem = Path(nodeid.split("::", 1)[0]).stem
+    return SHARED_GROUPS.get(stem, stem)
+
+
 def pytest_collection_modifyitems(items) -> None:
-    """pytest-xdist (`--dist loadgroup`, as `make test` runs it) keeps each file's tests in one
-    worker, so a file's module-scoped fixtures are built once; the files of the shared tiny repro
-    are one group."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    """The longest groups first (see LONGEST_FIRST); within a group, the order of collection."""
+    def rank(item) -> int:
+        group = group_of(item.nodeid)
+        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (`make test`: -n 2), each group's tests go to one worker, so a file's
+    module-scoped fixtures and a group's session fixtures are built once. (xdist's own
+    `--dist loadgroup` renames node ids in a way pytest 9.2 ignores; this does not rely on it.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return ByGroup(config, log)

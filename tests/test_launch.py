@@ -59,9 +59,13 @@ def _holder() -> subprocess.Popen:
 
 def test_two_jobs_get_disjoint_sets_and_a_third_fails_naming_the_holders(monkeypatch):
     monkeypatch.setattr(launch, "_visible_gpu_count", lambda: 4)
-    first, second = _holder(), _holder()
+    # one after the other: two claims racing may interleave GPU by GPU ({0,2} and {1,3}), as
+    # disjoint, but not the sets this test names
+    first = _holder()
+    first_set = first.stdout.readline().strip()
+    second = _holder()
     try:
-        sets = {first.stdout.readline().strip(), second.stdout.readline().strip()}
+        sets = {first_set, second.stdout.readline().strip()}
         assert sets == {"0,1", "2,3"}, (sets, first.stderr, second.stderr)
         with pytest.raises(PartError, match="fewer than 2 of the 4 GPUs are free") as error:
             launch.gpu_environment(2, "auto", {})

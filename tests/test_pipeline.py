@@ -14,12 +14,11 @@ import pytest
 import torch
 import yaml
 from _project import ALL_STAGES, kill_once_written, ran, run
-from conftest import TINY_GROUP
 
 from part.checkpoint import load_checkpoint
 from part.data.prepared import load_prepared
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(TINY_GROUP)]
+pytestmark = pytest.mark.slow
 METRIC_KEYS = {"natural", "fgsm", "pgd20", "cw20", "mma", "pgd_unimportant", "autoattack",
                "n_natural", "n_fgsm", "n_pgd20", "n_cw20", "n_mma", "n_pgd_unimportant",
                "n_autoattack"}

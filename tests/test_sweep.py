@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from _project import run, start
-from conftest import TINY_GROUP, copy_project
+from conftest import copy_project
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group(TINY_GROUP)]
+pytestmark = pytest.mark.slow
 
 QUEUED = {"a": "6/255", "b": "5/255", "c": "4/255"}  # name -> eps_low; b is killed
 
