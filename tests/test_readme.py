@@ -1,4 +1,5 @@
-"""The README's tour names every module of the package, so that it cannot fall behind the code."""
+"""The README cannot fall behind the code: its tour names every module of the package, and its
+table of the default run is the committed report's."""
 
 from __future__ import annotations
 
@@ -14,3 +15,17 @@ def test_the_tour_names_every_module():
                if path.name != "__init__.py" and "models" not in path.parts]
     missing = [str(path.relative_to(ROOT)) for path in modules if path.name not in tour]
     assert not missing, f"add these to the README's tour: {missing}"
+
+
+def _table_after(text: str, heading: str) -> list[str]:
+    """The first markdown table after `heading`: its lines, header included."""
+    rest = text.split(heading, 1)[1].splitlines()
+    start = next(i for i, line in enumerate(rest) if line.startswith("|"))
+    end = next((i for i in range(start, len(rest)) if not rest[i].startswith("|")), len(rest))
+    return rest[start:end]
+
+
+def test_the_default_runs_table_is_the_committed_reports():
+    readme = (ROOT / "README.md").read_text()
+    report = (ROOT / "reports" / "results.md").read_text()
+    assert _table_after(readme, "## The default run") == _table_after(report, "## Accuracy")
