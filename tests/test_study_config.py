@@ -64,9 +64,15 @@ def test_every_run_is_the_default_run_but_for_what_the_study_names():
         for key, value in overrides.items():
             section, _, leaf = key.partition(".")
             assert (tree[section][leaf] if leaf else tree[section]) == value
-    # the default run's data, model and schedule
+    # the default run's data, model and schedule, but for what the study's `runs` name
+    named = {}
+    for key, value in config.runs.items():
+        section, _, leaf = key.partition(".")
+        if leaf:
+            named.setdefault(section, {})[leaf] = value
     for key in ("dataset", "model", "epochs", "burn_in_epochs", "data", "train"):
-        assert shared[key] == default[key], key
+        expected = ({**default[key], **named[key]} if key in named else default[key])
+        assert shared[key] == expected, key
 
 
 def test_the_shipped_study_meets_the_issue_it_answers():
