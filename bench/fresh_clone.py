@@ -1,5 +1,5 @@
 """The README's two commands as a new user runs them: a fresh clone of a commit, then `make repro`
-or `make test` (venv included) under `env -i` with the system's python3 (Debian's
+or `make test` (or `make test-fast`; venv included) under `env -i` with the system's python3 (Debian's
 /usr/bin/python3 on Debian 12), timed as a whole. For `make test` the per-file seconds come from
 pytest's JUnit XML (each test's setup, call and teardown; under pytest-xdist the files run two at
 a time, so they add up to more than the wall time).
@@ -30,7 +30,9 @@ def _per_file(junit: Path) -> tuple[dict[str, float], dict[str, int]]:
     seconds: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     for case in ElementTree.parse(junit).getroot().iter("testcase"):
-        name = case.get("classname", "").split(".")[0] + ".py"
+        # "tests.test_caching" or "tests.test_caching.SomeClass": the test file's module
+        parts = case.get("classname", "").split(".")
+        name = next((part for part in parts if part.startswith("test_")), parts[0]) + ".py"
         seconds[name] += float(case.get("time", 0))
         counts[name] += 1
     return dict(sorted(seconds.items(), key=lambda item: -item[1])), dict(counts)
@@ -44,7 +46,7 @@ def _outcome(junit: Path) -> dict[str, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("target", choices=["repro", "test"])
+    parser.add_argument("target", choices=["repro", "test", "test-fast"])
     parser.add_argument("--rev", default="HEAD", help="the commit to clone (default: HEAD)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--keep", type=Path, help="clone here and keep it (default: a temp dir)")
@@ -57,7 +59,7 @@ def main() -> None:
     subprocess.run(["git", "checkout", "-q", commit], cwd=clone, check=True)
     junit = work / "junit.xml"
     env = {"HOME": os.environ.get("HOME", "/root"), "PATH": USER_PATH, "LANG": "C.UTF-8"}
-    if args.target == "test":
+    if args.target.startswith("test"):
         env["PYTEST_ADDOPTS"] = f"--junitxml={junit}"
     log = work / f"make-{args.target}.log"
     started = time.monotonic()
@@ -72,7 +74,7 @@ def main() -> None:
               "python": subprocess.run(["env", "-i", f"PATH={USER_PATH}", "python3", "-V"],
                                        capture_output=True, text=True).stdout.strip(),
               "log": str(log)}
-    if args.target == "test" and junit.exists():
+    if args.target.startswith("test") and junit.exists():
         seconds, counts = _per_file(junit)
         result["outcome"] = _outcome(junit)
         result["seconds_by_file"] = {name: round(value, 1) for name, value in seconds.items()}
