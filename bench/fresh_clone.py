@@ -1,6 +1,6 @@
-"""The README's two commands as a new user runs them: a fresh clone of a commit, then `make repro`
-or `make test` (or `make test-fast`; venv included) under `env -i` with the system's python3 (Debian's
-/usr/bin/python3 on Debian 12), timed as a whole. For `make test` the per-file seconds come from
+"""The README's two commands as a new user runs them: a fresh clone of a commit, then `make repro`,
+`make test` or `make test-fast` (venv included) under `env -i` with the system's python3 (Debian's
+/usr/bin/python3 on Debian 12), timed as a whole. For the tests the per-file seconds come from
 pytest's JUnit XML (each test's setup, call and teardown; under pytest-xdist the files run two at
 a time, so they add up to more than the wall time).
 
