@@ -103,6 +103,7 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=rank)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: without it, never called
 def pytest_xdist_make_scheduler(config, log):
     """Under pytest-xdist (`make test`: -n 2), each group's tests go to one worker, so a file's
     module-scoped fixtures and a group's session fixtures are built once. (xdist's own
