@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from paper_cam_reference import paper_weighted_eps  # noqa: E402
 
-from part.cam import cam  # noqa: E402
-from part.mask_rules import budget_map, importance_mask  # noqa: E402
+from part.importance.activation_maps import cam  # noqa: E402
+from part.importance.mask_rules import budget_map, importance_mask  # noqa: E402
 from part.models import build_model  # noqa: E402
 
 EPS, EPS_LOW = 8 / 255, 7 / 255

@@ -1,4 +1,5 @@
-"""Data-parallel step time on this machine: a PGD-10 AT epoch of part.train.train_epoch under
+"""Data-parallel step time on this machine: a PGD-10 AT epoch of
+part.training.train.train_epoch under
 torchrun with 1 and with N processes (gloo on the CPU, NCCL on GPUs), for one or more checkouts
 of this project (to compare the code before and after a change in one run).
 
@@ -29,11 +30,12 @@ WORKER = r'''
 import inspect, json, statistics, sys, time
 import torch
 import torch.distributed as dist
-from part.distributed import join, leave, world_from_env
+from part.runtime.distributed import join, leave, world_from_env
 from part.models import build_model
 from part.params import load_params
-from part.train import TrainData, train_epoch
-from part.variants import epoch_budget
+from part.training.spec import TrainData
+from part.training.train import train_epoch
+from part.importance.variants import epoch_budget
 
 n_images, repeats, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 world = world_from_env()
@@ -50,7 +52,7 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 budget = epoch_budget("baseline", None, params.eps, params.eps)
 extra = {}
 if "trainer" in inspect.signature(train_epoch).parameters:  # DDP code: the wrapper trains
-    from part.distributed import data_parallel
+    from part.runtime.distributed import data_parallel
     extra["trainer"] = data_parallel(model, world, device)
 times = []
 for epoch in range(repeats + 1):
@@ -142,7 +144,7 @@ def main() -> None:
 def _has_ddp(checkout: Path) -> bool:
     """Whether the checkout's train_epoch trains through DistributedDataParallel (`trainer`),
     read in a subprocess so that this process imports no checkout."""
-    code = ("import inspect, part.train as t; "
+    code = ("import inspect, part.training.train as t; "
             "print('trainer' in inspect.signature(t.train_epoch).parameters)")
     # run in the checkout: `python -c` puts the working directory first on sys.path
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

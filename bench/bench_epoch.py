@@ -20,12 +20,13 @@ import typer
 
 from part.data.sources import load_source
 from part.data.subset import balanced_subset
-from part.device import resolve_device
-from part.masking import MaskSettings, compute_masks
+from part.importance.masks import MaskSettings, compute_masks
+from part.importance.variants import epoch_budget
 from part.models import build_model
 from part.params import params_from_dict
-from part.train import TrainData, train_epoch
-from part.variants import epoch_budget
+from part.runtime.device import resolve_device
+from part.training.spec import TrainData
+from part.training.train import train_epoch
 
 
 def _sync(device: torch.device) -> None:

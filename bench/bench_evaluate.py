@@ -1,4 +1,5 @@
-"""Evaluation throughput: examples per second for each attack, as `part.evaluate` runs them.
+"""Evaluation throughput: examples per second for each attack, as `part.evaluation.evaluate`
+runs them.
 
 The model is `resnet18` (the paper's CIFAR-10 model) on 3x32x32 inputs with RANDOM, untrained
 weights, so the figures measure compute, not robustness. The labels are the model's own clean
@@ -22,10 +23,10 @@ import time
 
 import torch
 
-from part.attack_suite import ATTACKS, parse_attacks
-from part.device import resolve_device
-from part.evaluate import evaluate_model
+from part.attacks.suite import ATTACKS, parse_attacks
+from part.evaluation.evaluate import evaluate_model
 from part.models import build_model
+from part.runtime.device import resolve_device
 
 EPS = 8 / 255
 STEP = 2 / 255

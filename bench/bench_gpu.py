@@ -6,20 +6,22 @@ PGD-10, step 2/255, eps 8/255, eps_low 7/255, batch 128, GradCAM masks by the of
 crop and flip) on synthetic images of CIFAR-10's shape (3x32x32, 10 classes), through the
 pipeline's own code:
 
-- at_images_per_s: one PGD-10 AT epoch (part.train.train_epoch on the uniform budget);
+- at_images_per_s: one PGD-10 AT epoch (part.training.train.train_epoch on the uniform budget);
 - part_images_per_s: one PART epoch, its masks refreshed from the current model first
-  (part.variants.refreshed_masks, then train_epoch on the budget map);
+  (part.importance.variants.refreshed_masks, then train_epoch on the budget map);
 - part_over_at: the ratio of the two epochs' times (pair by pair, median);
 - masks_per_s: the mask refresh alone;
-- monitor_images_per_s: the per-epoch monitor (clean + PGD-10 accuracy, part.train);
-- pgd20_images_per_s: PGD-20 evaluation (part.evaluate.attack_correctness, which runs
-  part.attacks.pgd; evaluation is always fp32, whatever train.precision).
+- monitor_images_per_s: the per-epoch monitor (clean + PGD-10 accuracy, part.training.train);
+- pgd20_images_per_s: PGD-20 evaluation (part.evaluation.evaluate.attack_correctness, which runs
+  part.attacks.linf.pgd; evaluation is always fp32, whatever train.precision).
 
 Each figure is the median of `repeats` timed runs after a warm-up run (CUDA synchronised). On
-CUDA the pipeline trains in channels_last (part.train); `channels_last: false` keeps the model's
+CUDA the pipeline trains in channels_last (part.training.train); `channels_last: false` keeps the
+model's
 weights in the default layout (the batches are still channels_last). The pipeline does not
 compile models: `compile: true` is what torch.compile would bring. `deterministic: true` runs
-under train.deterministic's settings (part.device.make_deterministic; the pipeline's default),
+under train.deterministic's settings (part.runtime.device.make_deterministic; the pipeline's
+default),
 the other rows under torch's defaults (switched back after a deterministic row);
 `deterministic_cost` compares the two.
 
@@ -61,14 +63,16 @@ import yaml
 from typer import Exit
 
 from part.data.augment import augmentation_for
-from part.device import DETERMINISTIC_CUBLAS_WORKSPACES, make_deterministic, resolve_device
-from part.evaluate import attack_correctness
+from part.evaluation.evaluate import attack_correctness
+from part.importance.variants import epoch_budget, refreshed_masks
 from part.models import build_model
 from part.params import Params, params_from_dict
 from part.pipeline import mask_settings
-from part.precision import PRECISIONS
-from part.train import TrainData, monitor_accuracy, train_epoch
-from part.variants import epoch_budget, refreshed_masks
+from part.runtime.device import DETERMINISTIC_CUBLAS_WORKSPACES, make_deterministic, resolve_device
+from part.runtime.precision import PRECISIONS
+from part.training.monitor import monitor_accuracy
+from part.training.spec import TrainData
+from part.training.train import train_epoch
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_PRESET = ROOT / "configs" / "cifar10-resnet18.yaml"
@@ -238,7 +242,7 @@ def _bench_config(model_name: str, precision: str, channels_last: bool, compiled
 
 def refresh_count(part_epochs: int, refresh_every: int) -> int:
     """Mask computations in a PART run: its first epoch's masks, then one every
-    `refresh_every` epochs (0: never again), as part.train.train_run refreshes them."""
+    `refresh_every` epochs (0: never again), as part.training.train.train_run refreshes them."""
     if part_epochs <= 0:
         return 0
     return 1 + (0 if refresh_every <= 0 else (part_epochs - 1) // refresh_every)

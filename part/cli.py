@@ -10,10 +10,10 @@ import typer
 from rich.table import Table
 
 from part import __version__
-from part.attack_suite import ATTACKS, AUTOATTACK_VERSIONS
-from part.cam import CAM_METHODS
-from part.mask_rules import MASK_RULES
-from part.paths import FRONTIER_PLOT, FRONTIER_TABLE, TEST_SET
+from part.attacks.suite import ATTACKS, AUTOATTACK_VERSIONS
+from part.importance.activation_maps import CAM_METHODS
+from part.importance.mask_rules import MASK_RULES
+from part.io.paths import FRONTIER_PLOT, FRONTIER_TABLE, TEST_SET
 from part.ui import guarded, stdout
 
 DEFAULT_TEST_SET = str(TEST_SET)
@@ -57,7 +57,7 @@ def info() -> None:
     # Described, not resolved: resolving `auto` on a machine of several GPUs claims one.
     gpus = torch.cuda.device_count() if cuda else 0
     table.add_row("device (auto)", "cpu" if not gpus else "cuda" if gpus == 1 else
-                  f"a free one of {gpus} GPUs, claimed per process (part/gpu_claim.py)")
+                  f"a free one of {gpus} GPUs, claimed per process (part/runtime/gpu_claim.py)")
     table.add_row("CUDA", f"{torch.version.cuda} ({torch.cuda.get_device_name(0)})" if cuda
                   else f"not available (build: {torch.version.cuda or 'cpu'})")
     for source in SOURCES:
@@ -85,7 +85,7 @@ def _attack_label(key: str, metrics: dict[str, Any]) -> str:
 def metrics_table(metrics: dict[str, Any], title: str) -> Table:
     """Accuracy (%) with its Wilson 95% interval, examples and seconds per attack, and the worst
     case."""
-    from part.study import wilson_interval
+    from part.evaluation.statistics import wilson_interval
 
     table = Table(title=title)
     table.add_column("attack")
@@ -157,35 +157,20 @@ def evaluate(
 ) -> None:
     """Robust accuracy of a checkpoint under natural, FGSM, PGD-20, CW-inf-20, MMA, PGD on the
     CAM-unimportant pixels, AutoAttack: each with its n and Wilson 95% interval."""
-    import dataclasses
-
-    from part.attack_suite import DEFAULT_MASK_SETTINGS, EvaluationError, parse_attacks
-    from part.evaluate import (
-        evaluate_checkpoint,
-        settings_from_params,
-        write_adversarial,
-        write_metrics,
-    )
-    from part.frontier import budget_text
-    from part.params import load_params, parse_budget
+    from part.attacks.suite import parse_attacks
+    from part.evaluation.evaluate import evaluate_checkpoint
+    from part.evaluation.frontier import budget_text
+    from part.evaluation.outcomes import write_adversarial, write_metrics
+    from part.params import parse_budget
 
     given = {"attacks": None if attacks is None else parse_attacks(attacks),  # a typo fails first
              "eps": None if eps is None else parse_budget(eps, "--eps"),
              "step_size": None if step_size is None else parse_budget(step_size, "--step-size"),
              "n": n, "n_autoattack": n_autoattack, "steps": steps, "batch_size": batch_size,
              "seed": seed, "device": device, "autoattack_version": aa_version}
-    # Options not given: the project's evaluation settings, else evaluate_checkpoint's defaults.
-    in_project = params_path.is_file()
-    settings = settings_from_params(load_params(params_path)) if in_project else {}
-    settings.update({key: value for key, value in given.items() if value is not None})
-    mask_options = {"method": cam, "rule": mask_rule, "quantile": quantile}
-    masks = dataclasses.replace(settings.get("masks", DEFAULT_MASK_SETTINGS), **{
-        field: value for field, value in mask_options.items() if value is not None})
-    for option, value, allowed in (("--cam", masks.method, CAM_METHODS),
-                                   ("--mask-rule", masks.rule, MASK_RULES)):
-        if value not in allowed:
-            raise EvaluationError(f"{option} {value!r} is not one of {', '.join(allowed)}")
-    metrics = evaluate_checkpoint(checkpoint, data, **{**settings, "masks": masks},
+    settings = _evaluation_settings(given, params_path,
+                                    {"method": cam, "rule": mask_rule, "quantile": quantile})
+    metrics = evaluate_checkpoint(checkpoint, data, **settings,
                                   keep_adversarial=save_adv is not None)
     if json_path is not None:
         write_metrics(json_path, metrics)
@@ -194,8 +179,29 @@ def evaluate(
     title = (f"{checkpoint.name}: {metrics['model']} {metrics['method']}, epoch "
              f"{metrics['epoch']}, eps {budget_text(metrics['eps'])}, step "
              f"{budget_text(metrics['step_size'])} (settings not given: "
-             f"{params_path if in_project else 'built-in defaults'})")
+             f"{params_path if params_path.is_file() else 'built-in defaults'})")
     stdout.print(metrics_table(metrics, title))
+
+
+def _evaluation_settings(given: dict[str, Any], params_path: Path,
+                         mask_options: dict[str, Any]) -> dict[str, Any]:
+    """evaluate_checkpoint's keywords: the options given, else the project's evaluation settings
+    (where params_path exists), else evaluate_checkpoint's defaults."""
+    import dataclasses
+
+    from part.attacks.suite import DEFAULT_MASK_SETTINGS, EvaluationError
+    from part.evaluation.evaluate import settings_from_params
+    from part.params import load_params
+
+    settings = settings_from_params(load_params(params_path)) if params_path.is_file() else {}
+    settings.update({key: value for key, value in given.items() if value is not None})
+    masks = dataclasses.replace(settings.get("masks", DEFAULT_MASK_SETTINGS), **{
+        field: value for field, value in mask_options.items() if value is not None})
+    for option, value, allowed in (("--cam", masks.method, CAM_METHODS),
+                                   ("--mask-rule", masks.rule, MASK_RULES)):
+        if value not in allowed:
+            raise EvaluationError(f"{option} {value!r} is not one of {', '.join(allowed)}")
+    return {**settings, "masks": masks}
 
 
 @app.command()
@@ -208,9 +214,9 @@ def rescore(
 ) -> None:
     """Accuracy of a checkpoint on saved adversarial examples, with n and Wilson 95% intervals:
     the evaluated checkpoint gives its evaluation's figures; another one, their transfer."""
-    from part.checkpoint import load_checkpoint
-    from part.device import resolve_device
-    from part.evaluate import rescore_adversarial
+    from part.evaluation.rescore import rescore_adversarial
+    from part.models.checkpoint import load_checkpoint
+    from part.runtime.device import resolve_device
 
     target = resolve_device(device)
     model, _ = load_checkpoint(checkpoint, device=target)
@@ -234,7 +240,7 @@ def frontier(
     experiment (PART across eps_low, uniform AT across eps), with n and 95% intervals."""
     import json
 
-    from part.frontier import (
+    from part.evaluation.frontier import (
         FrontierError,
         dvc_exp_show,
         points_from_experiments,
@@ -270,7 +276,7 @@ def export(
 ) -> None:
     """Export a checkpoint for RobustBench: a plain state_dict that torch.load(weights_only=True)
     reads, and a model_info JSON filled from its metadata and metrics."""
-    from part.export import EXPORT_FORMATS, ExportError, export_robustbench
+    from part.evaluation.export import EXPORT_FORMATS, ExportError, export_robustbench
 
     if export_format not in EXPORT_FORMATS:
         raise ExportError(f"--format {export_format!r} is not one of {', '.join(EXPORT_FORMATS)}")

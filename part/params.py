@@ -87,12 +87,13 @@ class TrainParams:
     monitor_steps: int = 10
     random_start: str = "budget"  # budget: draws within each pixel's budget; paper: U(-eps, eps)
     precision: str = "tf32"  # fp32 | tf32 | bf16 on CUDA; the CPU always runs fp32
-    deterministic: bool = True  # CUDA: same bytes on a rerun (part/device.py); the CPU always is
+    deterministic: bool = True  # CUDA: same bytes on a rerun (part/runtime/device.py); the CPU
+    # always is
 
 
 @dataclass(frozen=True)
 class EvalParams:
-    attacks: tuple[str, ...] = ()  # empty: every attack of part.attack_suite.ATTACKS
+    attacks: tuple[str, ...] = ()  # empty: every attack of part.attacks.suite.ATTACKS
     n: int | None = None  # test examples per attack; None is the whole test set
     n_autoattack: int | None = 1000  # None: the whole (prepared) test set, as the paper does
     eps: float | None = None  # None evaluates at the training eps
@@ -166,7 +167,7 @@ class Params:
 
     def section_hash(self, *keys: str) -> str:
         """A short hash of the named params, for checkpoint provenance."""
-        from part.checkpoint import params_hash
+        from part.models.checkpoint import params_hash
 
         return params_hash({key: _lookup(self.to_dict(), key) for key in keys})
 
@@ -185,22 +186,22 @@ _BUDGET_KEYS = {"eps", "eps_low", "train.step_size", "eval.eps", "eval.step_size
 _CHOICES: dict[str, tuple[str, str]] = {
     "dataset": ("part.data.sources", "SOURCES"),
     "model": ("part.models", "MODELS"),
-    "method": ("part.methods", "METHODS"),
-    "cam": ("part.cam", "CAM_METHODS"),
-    "mask_rule": ("part.mask_rules", "MASK_RULES"),
-    "device": ("part.device", "DEVICES"),
-    "train.lr_schedule": ("part.lr_schedule", "LR_SCHEDULES"),
+    "method": ("part.training.methods", "METHODS"),
+    "cam": ("part.importance.activation_maps", "CAM_METHODS"),
+    "mask_rule": ("part.importance.mask_rules", "MASK_RULES"),
+    "device": ("part.runtime.device", "DEVICES"),
+    "train.lr_schedule": ("part.training.schedule", "LR_SCHEDULES"),
     "train.augment": ("part.data.augment", "AUGMENTATIONS"),
-    "train.random_start": ("part.attacks", "START_RULES"),
-    "train.precision": ("part.precision", "PRECISIONS"),
-    "mask.alignment": ("part.variants", "MASK_ALIGNMENTS"),
-    "eval.checkpoint": ("part.paths", "CHECKPOINTS"),
-    "eval.autoattack_version": ("part.attack_suite", "AUTOATTACK_VERSIONS"),
+    "train.random_start": ("part.attacks.linf", "START_RULES"),
+    "train.precision": ("part.runtime.precision", "PRECISIONS"),
+    "mask.alignment": ("part.importance.variants", "MASK_ALIGNMENTS"),
+    "eval.checkpoint": ("part.io.paths", "CHECKPOINTS"),
+    "eval.autoattack_version": ("part.attacks.suite", "AUTOATTACK_VERSIONS"),
 }
 _LISTS_OF_CHOICES: dict[str, tuple[str, str]] = {
-    "eval.attacks": ("part.attack_suite", "ATTACKS"),
-    "variants": ("part.variants", "INDEPENDENT"),
-    "controls": ("part.variants", "CONTROLS"),
+    "eval.attacks": ("part.attacks.suite", "ATTACKS"),
+    "variants": ("part.importance.variants", "INDEPENDENT"),
+    "controls": ("part.importance.variants", "CONTROLS"),
 }
 _MAY_BE_EMPTY = {"controls"}
 
@@ -242,7 +243,7 @@ def _list_of_choices(key: str, value: Any, allowed: tuple[str, ...] | None) -> t
     items = tuple(str(item).strip() for item in items)
     unknown = [item for item in items if allowed is not None and item not in allowed]
     if key == "variants" and allowed is not None:
-        from part.variants import CONTROLS
+        from part.importance.variants import CONTROLS
 
         controls = [item for item in unknown if item in CONTROLS]
         if controls:
@@ -274,7 +275,7 @@ def _convert(key: str, value: Any, annotation: str, checked: Callable[[str], boo
     if key in _LISTS_OF_CHOICES:
         items = _list_of_choices(key, value, allowed_values(key) if checked(key) else None)
         if key == "variants" and checked(key):
-            from part.variants import BASELINE
+            from part.importance.variants import BASELINE
 
             if BASELINE not in items or len(set(items)) != len(items):
                 raise ParamsError(f"variants: list each variant once and include {BASELINE} "

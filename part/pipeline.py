@@ -1,6 +1,6 @@
 """What each DVC stage does, given the params; the stage scripts only parse arguments.
 
-The files each stage reads and writes are named in `part.paths`. Each step imports what it runs
+The files each stage reads and writes are named in `part.io.paths`. Each step imports what it runs
 inside its function, so a stage executes only the modules its `deps` in dvc.yaml declare (a test
 compares the two): a change to the evaluation code does not invalidate the trained models.
 """
@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from part.errors import PartError
-from part.params import Params
-from part.paths import (
+from part.io.paths import (
     PREPARED_DIR,
     REPORT,
     STATE_DIR,
@@ -37,15 +36,16 @@ from part.paths import (
     trace_path,
     training_log_dir,
 )
+from part.params import Params
 from part.ui import console
 
 if TYPE_CHECKING:
-    from part.masking import MaskSettings
-    from part.train import TrainData
+    from part.importance.masks import MaskSettings
+    from part.training.spec import TrainData
 
 
 def check_variant(variant: str, params: Params) -> None:
-    from part.variants import CONTROLS, VARIANTS
+    from part.importance.variants import CONTROLS, VARIANTS
 
     if variant not in VARIANTS:
         raise PartError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)}")
@@ -59,7 +59,7 @@ def check_variant(variant: str, params: Params) -> None:
 def budget_spec(params: Params, variant: str) -> dict[str, Any]:
     """The settings that make `variant`'s budget, beyond those every run shares: none for the
     baseline, so that its file (and so its training) ignores eps_low and the CAM settings."""
-    from part.variants import BASELINE
+    from part.importance.variants import BASELINE
 
     if variant == BASELINE:
         return {"variant": variant}
@@ -74,8 +74,8 @@ def _spec_text(params: Params, variant: str) -> str:
 def run_budgets(params: Params) -> list[Path]:
     """budgets/<variant>.json for every variant: the train stages depend on their own file rather
     than on the CAM params, which DVC cannot give to some items of a matrix and not others."""
-    from part.atomic import atomic_write_text
-    from part.variants import VARIANTS
+    from part.importance.variants import VARIANTS
+    from part.io.atomic import atomic_write_text
 
     paths = []
     for variant in VARIANTS:
@@ -92,7 +92,7 @@ def _check_budget_spec(params: Params, variant: str) -> None:
 
 
 def mask_settings(params: Params) -> MaskSettings:
-    from part.masking import MaskSettings
+    from part.importance.masks import MaskSettings
 
     return MaskSettings(method=params.cam, rule=params.mask_rule, quantile=params.mask.quantile,
                         batch_size=params.mask.batch_size, alignment=params.mask.alignment)
@@ -124,7 +124,7 @@ def _monitor_split(params: Params) -> tuple[str, Path]:
 def _join_with(inputs: list[Path], device) -> None:
     """Join torchrun's ranks (if any), and stop every rank with one message if any lacks one of
     `inputs`: on several machines each reads its own copy of them."""
-    from part.distributed import join, require_everywhere, world_from_env
+    from part.runtime.distributed import join, require_everywhere, world_from_env
 
     world = world_from_env()
     join(world, device)
@@ -133,7 +133,8 @@ def _join_with(inputs: list[Path], device) -> None:
 
 def load_train_data(params: Params, device) -> TrainData:
     from part.data.prepared import load_prepared
-    from part.train import TrainData, monitor_subset
+    from part.training.monitor import monitor_subset
+    from part.training.spec import TrainData
 
     train = load_prepared(TRAIN_SET, device=device)
     if train.meta["dataset"] != params.dataset:
@@ -154,8 +155,8 @@ def load_train_data(params: Params, device) -> TrainData:
 
 
 def run_burnin(params: Params, *, show_progress: bool = True) -> list[dict]:
-    from part.device import resolve_device
-    from part.train import RunSpec, train_run
+    from part.runtime.device import resolve_device
+    from part.training.train import RunSpec, train_run
 
     device = resolve_device(params.device)
     _join_with([TRAIN_SET, _monitor_split(params)[1]], device)
@@ -170,13 +171,13 @@ def run_burnin(params: Params, *, show_progress: bool = True) -> list[dict]:
 def run_masks(params: Params) -> float:
     """The burn-in model's masks and a gallery of them, to inspect; training computes the same
     masks itself from the same weights, so it does not wait for (or depend on) this file."""
-    from part.checkpoint import load_checkpoint
     from part.data.prepared import load_prepared
-    from part.device import make_deterministic, resolve_device
-    from part.distributed import gather_masks, leave, world_from_env
-    from part.gallery import save_mask_gallery
-    from part.masking import compute_masks, save_masks
-    from part.precision import effective_precision, numerics
+    from part.importance.gallery import save_mask_gallery
+    from part.importance.masks import compute_masks, save_masks
+    from part.models.checkpoint import load_checkpoint
+    from part.runtime.device import make_deterministic, resolve_device
+    from part.runtime.distributed import gather_masks, leave, world_from_env
+    from part.runtime.precision import effective_precision, numerics
 
     device = resolve_device(params.device)
     make_deterministic(device, params.train.deterministic)
@@ -205,9 +206,9 @@ def run_masks(params: Params) -> float:
 
 
 def run_train(params: Params, variant: str, *, show_progress: bool = True) -> list[dict]:
-    from part.device import resolve_device
-    from part.train import RunSpec, train_run
-    from part.variants import PART, follows_part, uses_cam
+    from part.importance.variants import PART, follows_part, uses_cam
+    from part.runtime.device import resolve_device
+    from part.training.train import RunSpec, train_run
 
     check_variant(variant, params)
     device = resolve_device(params.device)
@@ -231,7 +232,8 @@ def run_train(params: Params, variant: str, *, show_progress: bool = True) -> li
 
 
 def run_evaluate(params: Params, variant: str) -> dict:
-    from part.evaluate import evaluate_with_params, write_metrics, write_outcomes, write_timings
+    from part.evaluation.evaluate import evaluate_with_params
+    from part.evaluation.outcomes import write_metrics, write_outcomes, write_timings
 
     check_variant(variant, params)
     name = run_name(variant, params.seed)
@@ -244,8 +246,8 @@ def run_evaluate(params: Params, variant: str) -> dict:
 
 
 def run_report(params: Params) -> Path:
-    from part.report import write_report
-    from part.study import load_study_inputs, study
+    from part.evaluation.report import write_report
+    from part.evaluation.statistics import load_study_inputs, study
 
     inputs = load_study_inputs(params.seeds, params.runs, metrics_path, outcomes_path)
     summary = study(inputs, params.seeds, params.runs)

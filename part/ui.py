@@ -40,7 +40,7 @@ def fail(message: str) -> None:
 def _leave_for_torchrun(message: str) -> None:
     """In a worker of torchrun, leave the message where its agent reads a failed worker's
     reason (the error file torch.distributed.elastic names in TORCHELASTIC_ERROR_FILE), so that
-    the launcher's one line names it (part/launch.py)."""
+    the launcher's one line names it (part/runtime/launch.py)."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path:
         return

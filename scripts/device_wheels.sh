@@ -2,7 +2,7 @@
 # Downloads, on a machine with the package registry, the wheels the GPU machine lacks (python
 # 3.12, manylinux x86_64) into .device_wheels/ (git-ignored; the device check installs them from
 # there), with pyautoattack's example models stripped and the total size checked against what
-# the working tree may carry. The logic, and why, is in part/wheels.py.
+# the working tree may carry. The logic, and why, is in part/runtime/wheels.py.
 #   scripts/device_wheels.sh [DIR]      PY312=/path/to/python3.12 to choose the interpreter
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,4 +17,4 @@ if ! is_312 "${PY312:-}"; then
   echo "device_wheels: no python 3.12 found; set PY312=/path/to/python3.12" >&2
   exit 2
 fi
-PYTHONPATH="$PWD" exec "$PY312" -m part.wheels "${1:-.device_wheels}" "$PY312"
+PYTHONPATH="$PWD" exec "$PY312" -m part.runtime.wheels "${1:-.device_wheels}" "$PY312"

@@ -1,9 +1,9 @@
 """Study stage `configure@<run dir>`: <run dir>/params.yaml from the default run's params and the
-study's (part/study_config.py). Run from the study's directory."""
+study's (part/study/config.py). Run from the study's directory."""
 
 import typer
 
-from part.study_config import write_run_params
+from part.study.config import write_run_params
 from part.ui import console, guarded
 
 app = typer.Typer(add_completion=False, help=__doc__)

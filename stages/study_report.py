@@ -1,10 +1,10 @@
 """Study stage `report`: study/report/ (results.md, study.json and the paired plots) from every
 arm's summary (summaries/<arm>.json), Holm-correcting the primary family across the arms
-(part/study_report.py). Run from the study's directory."""
+(part/study/report.py). Run from the study's directory."""
 
 import typer
 
-from part.study_report import run_study_report
+from part.study.report import run_study_report
 from part.ui import console, guarded
 
 app = typer.Typer(add_completion=False, help=__doc__)

@@ -1,11 +1,11 @@
 """Study stage `summarize@<arm>`: summaries/<arm>.json, what the report needs of one arm (its
 dose, budget checks, its variants against the shared baseline and its primary comparisons
 before Holm), from the arm's metrics, outcomes and budget traces and the shared baseline's
-(part/study_report.py). Run from the study's directory."""
+(part/study/summaries.py). Run from the study's directory."""
 
 import typer
 
-from part.study_report import write_arm_summary
+from part.study.summaries import write_arm_summary
 from part.ui import console, guarded
 
 app = typer.Typer(add_completion=False, help=__doc__)

@@ -1,7 +1,8 @@
 """`torchrun --nproc-per-node N tests/_ddp_float64.py PARAMS OUT`: two epochs of AT, of PART (a
 per-sample budget map) and of TRADES on a float64 cnn_small_gn (no batch statistics), through
-the pipeline's own part.train.train_epoch and monitor_accuracy, as train_run drives them (the
-model wrapped by part.distributed.data_parallel). Rank 0 writes OUT/<case>.safetensors: the
+the pipeline's own part.training.train.train_epoch and monitor_accuracy, as train_run drives them
+(the
+model wrapped by part.runtime.distributed.data_parallel). Rank 0 writes OUT/<case>.safetensors: the
 weights, and per epoch the logged train loss and accuracy and the monitor's accuracies.
 
 In float64 the order of float sums no longer hides a difference: N processes must give the one
@@ -15,12 +16,14 @@ from pathlib import Path
 
 import torch
 
-from part.distributed import data_parallel, join, leave, sum_across, world_from_env
+from part.importance.variants import EpochBudget
+from part.io.tensorfile import write_safetensors
 from part.models import build_model
 from part.params import load_params
-from part.tensorfile import write_safetensors
-from part.train import TrainData, monitor_accuracy, train_epoch
-from part.variants import EpochBudget
+from part.runtime.distributed import data_parallel, join, leave, sum_across, world_from_env
+from part.training.monitor import monitor_accuracy
+from part.training.spec import TrainData
+from part.training.train import train_epoch
 
 CASES = {"at": ("at", False), "part": ("at", True), "trades": ("trades", False)}
 N_TRAIN, N_MONITOR = 210, 30  # batches of 19: the last holds one image, an empty share for one rank

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from part.attacks import (
+from part.attacks.linf import (
     ATTACK_LOSSES,
     AttackError,
     cw_inf,
@@ -355,7 +355,7 @@ def _precisions_here() -> list[str]:
 @pytest.mark.parametrize("eps_pair", [(8 / 255, 7 / 255), (0.1, 0.0875), (EPS, EPS_LOW)])
 def test_every_element_stays_in_its_own_budget_exactly_under_each_precision(small_batch,
                                                                              precision, eps_pair):
-    from part.precision import precision_context
+    from part.runtime.precision import precision_context
 
     model, x, y = small_batch
     eps, eps_low = eps_pair

@@ -11,9 +11,9 @@ from PIL import Image
 from torch import nn
 from torchcam.methods import GradCAM, LayerCAM, XGradCAM
 
-from part.cam import CAM_METHODS, CamError, cam
 from part.errors import PartError
-from part.mask_rules import (
+from part.importance.activation_maps import CAM_METHODS, CamError, cam
+from part.importance.mask_rules import (
     MASK_RULES,
     budget_map,
     importance_mask,

@@ -16,10 +16,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-import part.tensorfile as tensorfile
+import part.io.tensorfile as tensorfile
 from part import __version__
-from part.atomic import WriteError
-from part.checkpoint import (
+from part.errors import PartError
+from part.io.atomic import WriteError
+from part.models import build_model
+from part.models.checkpoint import (
     REQUIRED_META,
     CheckpointError,
     load_checkpoint,
@@ -28,8 +30,6 @@ from part.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
-from part.errors import PartError
-from part.models import build_model
 
 
 def make_meta(**overrides: Any) -> dict[str, Any]:
@@ -306,7 +306,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(saved, monkeypatch,
         raise failure
 
     monkeypatch.setattr(tensorfile, "write_safetensors_unguarded", half_written_then_fail)
-    # a file-system failure is one message naming the file (part.atomic.WriteError)
+    # a file-system failure is one message naming the file (part.io.atomic.WriteError)
     expected_error = WriteError if isinstance(failure, OSError) else RuntimeError
     with pytest.raises(expected_error, match=str(path) if expected_error is WriteError else ""):
         save_checkpoint(path, trained_model(seed=1), make_meta(epoch=4))

@@ -13,11 +13,11 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from part.attack_suite import ATTACKS
-from part.checkpoint import save_checkpoint
+from part.attacks.suite import ATTACKS
 from part.cli import DEFAULT_TEST_SET, app
 from part.data.prepared import prepare_dataset
 from part.models import build_model
+from part.models.checkpoint import save_checkpoint
 
 EPS = 8 / 255
 runner = CliRunner()
@@ -157,7 +157,7 @@ def test_real_process_exits_2_without_traceback(files):
 
 
 def test_default_data_is_the_pipeline_test_set():
-    from part.paths import TEST_SET
+    from part.io.paths import TEST_SET
 
     assert Path(DEFAULT_TEST_SET) == TEST_SET
 
@@ -195,7 +195,7 @@ def test_inside_a_project_the_defaults_are_its_eval_settings(files, tmp_path):
 
 
 def test_the_table_gives_each_accuracy_its_n_and_wilson_interval(files):
-    from part.study import wilson_interval
+    from part.evaluation.statistics import wilson_interval
 
     out = files["root"] / "table.json"
     result = runner.invoke(app, ["evaluate", str(files["good"]), "--data", str(files["data"]),

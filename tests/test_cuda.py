@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 from _budget_batch import budget_batch
 
-from part.attacks import pgd
-from part.cam import cam
-from part.mask_rules import importance_mask
-from part.methods import METHODS, TrainingAttack, training_loss
+from part.attacks.linf import pgd
+from part.importance.activation_maps import cam
+from part.importance.mask_rules import importance_mask
 from part.models import build_model
-from part.precision import numerics, precision_context
+from part.runtime.precision import numerics, precision_context
+from part.training.methods import METHODS, TrainingAttack, training_loss
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -90,7 +90,7 @@ def test_cams_and_the_official_rules_masks_on_cuda_agree_with_the_cpu(models, ba
 @pytest.mark.parametrize("method", METHODS)
 def test_one_training_step_of_each_method_on_cuda_agrees_with_the_cpu(models, batch, method,
                                                                       monkeypatch):
-    import part.attacks
+    import part.attacks.linf
 
     cpu_model, cuda_model = models
     x, y, budget = batch
@@ -98,7 +98,8 @@ def test_one_training_step_of_each_method_on_cuda_agrees_with_the_cpu(models, ba
     # steps by 1e-6: what remains to compare is the arithmetic of the forward and backward
     # passes. Loss: float32 sums in other orders, ~1e-6 relative; gradient: also max pooling's
     # choice between near-equal values, measured up to 5e-3 relative between CPU kernels.
-    monkeypatch.setattr(part.attacks, "_start_point", lambda x_in, *args, **kwargs: x_in.clone())
+    monkeypatch.setattr(part.attacks.linf, "_start_point",
+                        lambda x_in, *args, **kwargs: x_in.clone())
     attack = TrainingAttack(step_size=1e-6, steps=2, eps=EPS)
 
     def step(model, device):
@@ -168,7 +169,7 @@ def test_sync_batch_norm_under_bf16_autocast_in_a_one_process_nccl_group(batch):
 
 
 def test_device_auto_takes_one_of_the_visible_gpus():
-    from part.device import resolve_device
+    from part.runtime.device import resolve_device
 
     device = resolve_device("auto")
     assert device.type == "cuda"
@@ -182,7 +183,8 @@ from pathlib import Path
 import torch
 from part.data.sources import load_source
 from part.params import params_from_dict
-from part.train import RunSpec, TrainData, train_run
+from part.training.spec import TrainData
+from part.training.train import RunSpec, train_run
 
 device = torch.device("cuda")
 train, test = load_source("synthetic", "train"), load_source("synthetic", "test")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-import part.train
-from part.device import make_deterministic
+import part.training.train
 from part.params import ParamsError, params_from_dict
-from part.train import RunSpec, TrainData, train_run
+from part.runtime.device import make_deterministic
+from part.training.spec import TrainData
+from part.training.train import RunSpec, train_run
 
 CUDA = torch.device("cuda", 0)
 
@@ -71,7 +72,7 @@ def test_training_applies_the_param_first(monkeypatch, deterministic, tmp_path):
     def applied(device, value):
         raise _Applied(device, value)
 
-    monkeypatch.setattr(part.train, "make_deterministic", applied)
+    monkeypatch.setattr(part.training.train, "make_deterministic", applied)
     params = params_from_dict({"dataset": "synthetic", "train": {"deterministic": deterministic}})
     empty = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
     labels = torch.zeros(0, dtype=torch.long)

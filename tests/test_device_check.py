@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from part.device_check import DeviceCheck, Outcome
+from part.runtime.device_check import DeviceCheck, Outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 

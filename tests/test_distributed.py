@@ -13,8 +13,8 @@ import pytest
 import torch
 from _project import make_project, ran, run, start
 
-from part.checkpoint import load_checkpoint
-from part.distributed import World
+from part.models.checkpoint import load_checkpoint
+from part.runtime.distributed import World
 
 pytestmark = pytest.mark.slow
 TWO_RANKS = {"distributed": {"nproc_per_node": 2}, "eps_low": "8/255", "epochs": 3,

@@ -17,19 +17,13 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from part.attack_suite import ATTACKS, EvaluationError, parse_attacks
-from part.attacks import pgd
-from part.checkpoint import save_checkpoint
+from part.attacks.linf import pgd
+from part.attacks.suite import ATTACKS, EvaluationError, parse_attacks
 from part.data.prepared import load_prepared, prepare_dataset
-from part.evaluate import (
-    attack_correctness,
-    evaluate_checkpoint,
-    evaluate_model,
-    worst_case_correctness,
-    worst_cases,
-    write_metrics,
-)
+from part.evaluation.evaluate import attack_correctness, evaluate_checkpoint, evaluate_model
+from part.evaluation.outcomes import worst_case_correctness, worst_cases, write_metrics
 from part.models import build_model
+from part.models.checkpoint import save_checkpoint
 
 EPS = 8 / 255
 STEP = 2 / 255
@@ -158,8 +152,8 @@ def test_worst_case_and_figures_match_per_example_results_and_repeat(trained):
 @pytest.mark.parametrize("rule", ["official", "quantile"])
 def test_pgd_unimportant_moves_only_what_the_evaluated_models_own_cam_calls_unimportant(
         trained, rule):
-    from part.attack_suite import AttackSettings, adversary
-    from part.masking import MaskSettings, compute_masks
+    from part.attacks.suite import AttackSettings, adversary
+    from part.importance.masks import MaskSettings, compute_masks
 
     masks = MaskSettings("gradcam", rule, 0.5)
     attack = adversary("pgd_unimportant", AttackSettings(EPS, STEP, 5, 64, 0, masks))
@@ -323,7 +317,8 @@ def test_the_autoattack_version_is_autoattacks_own_and_recorded(trained, monkeyp
 def test_saved_adversarial_examples_rescore_to_the_tables_figures(trained, tmp_path):
     from safetensors.torch import load_file
 
-    from part.evaluate import rescore_adversarial, write_adversarial
+    from part.evaluation.outcomes import write_adversarial
+    from part.evaluation.rescore import rescore_adversarial
 
     metrics = evaluate_model(trained.model, trained.images, trained.labels,
                              attacks=("natural", "fgsm", "pgd20", "pgd_unimportant"), eps=EPS,
@@ -345,7 +340,7 @@ def test_saved_adversarial_examples_rescore_to_the_tables_figures(trained, tmp_p
 
 
 def test_rescoring_refuses_a_file_that_holds_no_adversarial_examples(trained):
-    from part.evaluate import rescore_adversarial
+    from part.evaluation.rescore import rescore_adversarial
 
     with pytest.raises(EvaluationError, match="not an adversarial-examples file"):
         rescore_adversarial(trained.model, trained.path)  # a checkpoint

@@ -10,10 +10,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from part.checkpoint import load_checkpoint, save_checkpoint
 from part.cli import app
-from part.hashing import file_sha256
+from part.io.hashing import file_sha256
 from part.models import build_model
+from part.models.checkpoint import load_checkpoint, save_checkpoint
 
 EPS = 8 / 255
 runner = CliRunner()

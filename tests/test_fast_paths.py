@@ -20,12 +20,12 @@ import pytest
 import torch
 from _budget_batch import budget_batch
 
-import part.methods
-from part.attacks import pgd
-from part.evaluate import attack_correctness
-from part.methods import METHODS, TrainingAttack, training_loss
+import part.training.methods
+from part.attacks.linf import pgd
+from part.evaluation.evaluate import attack_correctness
 from part.models import build_model
-from part.precision import precision_context
+from part.runtime.precision import precision_context
+from part.training.methods import METHODS, TrainingAttack, training_loss
 
 CPU = torch.device("cpu")
 EPS, EPS_LOW = 8 / 255, 4 / 255
@@ -130,9 +130,9 @@ def test_a_training_step_keeps_every_element_in_its_budget_exactly(model, compil
 
     loss_ref, _ = _step(method, model, contextlib.nullcontext(), x, y, budget, REAL_STEP)
     net, context = _runs_as(config, model, compiled)
-    if config == "channels_last":  # as the pipeline gives batches on CUDA (part.train)
+    if config == "channels_last":  # as the pipeline gives batches on CUDA (part.training.train)
         x = x.contiguous(memory_format=torch.channels_last)
-    monkeypatch.setattr(part.methods, "pgd", recording_pgd)
+    monkeypatch.setattr(part.training.methods, "pgd", recording_pgd)
     loss, _ = _step(method, net, context, x, y, budget, REAL_STEP)
     assert len(generated) == 1
     x_adv, x_in, eps = generated[0]

@@ -11,7 +11,7 @@ from scipy.stats import binomtest
 from typer.testing import CliRunner
 
 from part.cli import app
-from part.frontier import FrontierError, points_from_experiments, points_from_files
+from part.evaluation.frontier import FrontierError, points_from_experiments, points_from_files
 
 
 def _metrics(path: Path, variant: str, eps_low: float, seed: int, natural: int, pgd: int,

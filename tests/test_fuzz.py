@@ -20,13 +20,13 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from part.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from part.cli import app
 from part.data.prepared import prepare_dataset
+from part.io.tensorfile import write_safetensors
 from part.models import build_model
+from part.models.checkpoint import CheckpointError, load_checkpoint, read_metadata, save_checkpoint
 from part.params import ParamsError, load_params
 from part.pipeline import PREPARE_PARAMS
-from part.tensorfile import write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 N_CHECKPOINTS = 1000
@@ -96,8 +96,8 @@ def _retyped_with_a_valid_digest(rng: random.Random, path: Path, out: Path) -> N
     """A well-formed checkpoint whose tensors no longer fit its model: wrong dtype or shape."""
     from safetensors import safe_open
 
-    from part.checkpoint import DIGEST_KEY
-    from part.hashing import tensors_digest
+    from part.io.hashing import tensors_digest
+    from part.models.checkpoint import DIGEST_KEY
 
     with safe_open(path, framework="pt") as reader:
         metadata = dict(reader.metadata())

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from part import gpu_claim
-from part.device import resolve_device
 from part.errors import PartError
-from part.gpu_claim import auto_gpu_index, claim_gpu, visible_gpu_ids, wait_seconds
+from part.runtime import gpu_claim
+from part.runtime.device import resolve_device
+from part.runtime.gpu_claim import auto_gpu_index, claim_gpu, visible_gpu_ids, wait_seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 COUNT = 3
@@ -28,7 +28,7 @@ COUNT = 3
 HOLDER = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from part.gpu_claim import claim_gpu
+    from part.runtime.gpu_claim import claim_gpu
     print(claim_gpu(int(sys.argv[2]), Path(sys.argv[1]), wait=float(sys.argv[3])), flush=True)
     sys.stdin.read()
 """)
@@ -133,7 +133,7 @@ def test_a_multi_process_job_claims_its_ranks_gpus_so_a_second_job_cannot_share_
         assert _claimed(holder) == 0
         assert auto_gpu_index(4, tmp_path, wait=0, env=ranks) == 2  # free: taken and held
         second_job = subprocess.run(
-            [sys.executable, "-c", "from part.gpu_claim import auto_gpu_index; "
+            [sys.executable, "-c", "from part.runtime.gpu_claim import auto_gpu_index; "
              f"auto_gpu_index(4, {str(tmp_path)!r}, wait=0, env={ranks!r})"],
             capture_output=True, text=True, cwd=ROOT)
         assert second_job.returncode != 0 and "LOCAL_RANK 2" in second_job.stderr

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from part import gpu_claim, launch
-from part.device import resolve_device
 from part.errors import PartError
-from part.gpu_claim import auto_gpu_index
+from part.runtime import gpu_claim, launch
+from part.runtime.device import resolve_device
+from part.runtime.gpu_claim import auto_gpu_index
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # set it would give torchrun, then holds it until stdin closes.
 HOLDER = textwrap.dedent("""
     import sys
-    from part import launch
+    from part.runtime import launch
     launch._visible_gpu_count = lambda: 4
     env = launch.gpu_environment(2, "auto", {})
     print(env["CUDA_VISIBLE_DEVICES"], flush=True)
@@ -111,7 +111,7 @@ def test_the_claim_passes_to_torchrun_and_each_rank_takes_its_own_gpu_of_it(tmp_
     probe = tmp_path / "rank_probe.py"
     probe.write_text(textwrap.dedent(f"""
         import fcntl, os
-        from part.gpu_claim import auto_gpu_index
+        from part.runtime.gpu_claim import auto_gpu_index
         mine = os.environ["CUDA_VISIBLE_DEVICES"].split(",")[int(os.environ["LOCAL_RANK"])]
         lock = open({str(tmp_path / 'locks')!r} + f"/gpu-{{mine}}.lock", "a+b")
         try:
@@ -123,7 +123,7 @@ def test_the_claim_passes_to_torchrun_and_each_rank_takes_its_own_gpu_of_it(tmp_
         print("rank", os.environ["LOCAL_RANK"], os.environ["CUDA_VISIBLE_DEVICES"], index,
               held, flush=True)
     """))
-    script = ("import sys; from part import launch; launch._visible_gpu_count = lambda: 3; "
+    script = ("import sys; from part.runtime import launch; launch._visible_gpu_count = lambda: 3; "
               "launch.main(sys.argv[1:])")
     env = {**_env(), "PYTHONPATH": f"{ROOT}:{tmp_path}", "CUDA_VISIBLE_DEVICES": "4,6,7",
            gpu_claim.LOCK_DIR_ENV: str(tmp_path / "locks")}

@@ -1,4 +1,4 @@
-"""The files the code reads and writes are the ones dvc.yaml declares (part/paths.py is the one
+"""The files the code reads and writes are the ones dvc.yaml declares (part/io/paths.py is the one
 place the code names them)."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from part import paths
+from part.importance.variants import CONTROLS, VARIANTS
+from part.io import paths
 from part.pipeline import PREPARE_PARAMS
-from part.variants import CONTROLS, VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -102,7 +102,7 @@ def test_no_code_outside_part_paths_makes_a_pipeline_path():
 
 
 def test_the_overlaid_plots_draw_seed_0s_logged_runs():
-    from part.training_log import LOGGED
+    from part.training.log import LOGGED
 
     plots = yaml.safe_load((ROOT / "dvc.yaml").read_text())["plots"]
     overlaid = [spec for plot in plots if isinstance(plot, dict) for spec in plot.values()]

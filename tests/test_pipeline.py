@@ -15,8 +15,8 @@ import torch
 import yaml
 from _project import ALL_STAGES, kill_once_written, ran, run
 
-from part.checkpoint import load_checkpoint
 from part.data.prepared import load_prepared
+from part.models.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 METRIC_KEYS = {"natural", "fgsm", "pgd20", "cw20", "mma", "pgd_unimportant", "autoattack",
@@ -75,7 +75,7 @@ def test_a_second_repro_does_nothing(project):
 
 
 def test_part_cli_evaluate_in_the_project_reproduces_its_metrics_file(project):
-    from part.evaluate import rescore_adversarial
+    from part.evaluation.rescore import rescore_adversarial
 
     out, adversarial = project / "cli-part-0.json", project / "adv.safetensors"
     _run(["python", "-m", "part.cli", "evaluate", "models/part-0.safetensors", "--json",

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from part.precision import numerics
+from part.runtime.precision import numerics
 
 NEW_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
 

@@ -1,5 +1,6 @@
 """reports/study.json: every figure checked against an independent computation (closed forms,
-exact integer arithmetic, published t quantiles, simulation), never the SciPy call part/study.py
+exact integer arithmetic, published t quantiles, simulation), never the SciPy call
+part/evaluation/statistics.py
 itself makes."""
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from part.params import params_from_dict
-from part.report import write_report
-from part.study import (
+from part.evaluation.report import write_report
+from part.evaluation.statistics import (
     Evaluated,
     StudyError,
     detectable_difference,
@@ -29,6 +29,7 @@ from part.study import (
     t_test_p,
     wilson_interval,
 )
+from part.params import params_from_dict
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 # Student's t 97.5% quantiles by degrees of freedom (published tables, e.g. NIST/SEMATECH
@@ -257,7 +258,7 @@ def test_unpaired_outcomes_are_refused(inputs):
 
 
 def test_outcomes_that_disagree_with_their_metrics_are_refused(tmp_path):
-    from part.tensorfile import write_safetensors
+    from part.io.tensorfile import write_safetensors
 
     outcomes = _outcomes(0)
     metrics = _evaluated(outcomes).metrics

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from part.params import load_params
-from part.study_config import (
+from part.study.config import (
     ARM_KEYS,
     SHARED,
     StudyConfigError,

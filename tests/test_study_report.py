@@ -13,17 +13,13 @@ import pytest
 import torch
 import yaml
 
-from part.budget_trace import BudgetTrace, save_trace
-from part.paths import metrics_path, outcomes_path, trace_path
-from part.study import detectable_difference
-from part.study_config import load_study_config, run_dir_path, write_run_params
-from part.study_report import (
-    StudyReportError,
-    build_study,
-    write_arm_summary,
-    write_study_report,
-)
-from part.tensorfile import write_safetensors
+from part.evaluation.statistics import detectable_difference
+from part.importance.budget_trace import BudgetTrace, save_trace
+from part.io.paths import metrics_path, outcomes_path, trace_path
+from part.io.tensorfile import write_safetensors
+from part.study.config import load_study_config, run_dir_path, write_run_params
+from part.study.report import build_study, write_study_report
+from part.study.summaries import StudyReportError, write_arm_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 1000

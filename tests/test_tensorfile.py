@@ -16,15 +16,15 @@ from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from part.atomic import atomic_path
 from part.data.prepared import prepare_dataset
-from part.tensorfile import write_safetensors
+from part.io.atomic import atomic_path
+from part.io.tensorfile import write_safetensors
 
 ROOT = Path(__file__).resolve().parents[1]
 
 WRITE_IN_A_FRESH_PROCESS = """
 import sys, torch
-from part.tensorfile import write_safetensors
+from part.io.tensorfile import write_safetensors
 torch.manual_seed(0)
 tensors = {f"t{i}": torch.randn(3, i + 1) for i in range(12)}
 tensors["mask"] = torch.rand(2, 5) > 0.5

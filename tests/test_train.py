@@ -8,20 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from part.checkpoint import load_checkpoint
 from part.data.sources import load_source
-from part.distributed import World
-from part.lr_schedule import learning_rate
-from part.masking import MaskSettings, compute_masks
+from part.importance.masks import MaskSettings, compute_masks
+from part.importance.variants import EpochBudget, follows_part, mask_pass_order
+from part.models.checkpoint import load_checkpoint
 from part.params import TrainParams, params_from_dict
-from part.train import (
-    RunSpec,
-    TrainData,
-    epoch_order,
-    train_run,
-    training_batches,
-)
-from part.variants import EpochBudget, follows_part, mask_pass_order
+from part.runtime.distributed import World
+from part.training.batches import epoch_order, training_batches
+from part.training.schedule import learning_rate
+from part.training.spec import TrainData
+from part.training.train import RunSpec, train_run
 
 CPU = torch.device("cpu")
 
@@ -155,7 +151,7 @@ def _continue(params, burnin_path, root, name, variant="baseline", refresh_every
 
 def _interrupt_after_first_epoch(monkeypatch, params, burnin_path, root, name, **kwargs) -> None:
     """Run until epoch 2 is checkpointed, then die in epoch 3: a resume state is left."""
-    import part.train as train_module
+    import part.training.train as train_module
 
     if follows_part(kwargs.get("variant", "baseline")):  # PART's own run is not interrupted
         _part_trace(params, burnin_path, root, kwargs.get("refresh_every", 0),
@@ -196,7 +192,7 @@ def test_under_paper_alignment_an_image_trains_with_the_mask_of_its_position_in_
     mask of the image at position p of the earlier mask pass, which was shuffled apart."""
     import dataclasses
 
-    import part.train as train_module
+    import part.training.train as train_module
 
     params = _tiny_params(epochs=2, mask={"alignment": alignment},
                           train={"batch_size": 32, "steps": 1, "step_size": "2/255",
@@ -307,7 +303,7 @@ def test_the_training_log_is_dvclives_one_row_per_epoch(burnin, tmp_path):
 
 def _monitor_scores(monkeypatch, pgd_scores):
     """Monitor PGD accuracy reads pgd_scores, epoch after epoch; training itself is untouched."""
-    import part.train as train_module
+    import part.training.train as train_module
 
     scores = iter(pgd_scores)
     monkeypatch.setattr(train_module, "monitor_accuracy", lambda *args, **kw: (0.5, next(scores)))
@@ -349,7 +345,7 @@ def test_a_resume_state_of_another_computation_is_not_used(burnin, tmp_path, mon
                                                            change):
     """A state left by an interrupted run, then a change of params, data content or code: the
     state is not resumed, and the run ends exactly like one that never saw it."""
-    import part.train as train_module
+    import part.training.resume
 
     params, data = _tiny_params(), _tiny_data()
     changed_params = _tiny_params(seeds=[4]) if change == "params" else params
@@ -360,15 +356,15 @@ def test_a_resume_state_of_another_computation_is_not_used(burnin, tmp_path, mon
     root = tmp_path / "stale"
     _interrupt_after_first_epoch(monkeypatch, params, burnin, root, "baseline", data=data)
     if change == "code":
-        monkeypatch.setattr(train_module, "code_digest", lambda: "another version of part/")
+        monkeypatch.setattr(part.training.resume, "code_digest", lambda: "another version of part/")
     resumed = []
-    real_try_resume = train_module._try_resume
+    real_try_resume = part.training.resume.try_resume
 
     def recording_try_resume(*args):
         resumed.append(real_try_resume(*args))
         return resumed[-1]
 
-    monkeypatch.setattr(train_module, "_try_resume", recording_try_resume)
+    monkeypatch.setattr(part.training.resume, "try_resume", recording_try_resume)
     rerun, history = _continue(changed_params, burnin, root, "baseline", data=changed_data)
     assert resumed == [None]
     assert [row["epoch"] for row in history] == [2, 3]
@@ -381,17 +377,17 @@ def test_masks_are_refreshed_at_the_declared_precision(burnin, tmp_path, monkeyp
     # The CAM pass of a mask refresh runs under the same numerics as the training attacks: with
     # train.precision fp32 (what the CPU runs), matmuls and convolutions in strict IEEE fp32
     # even where TF32 was switched on before.
-    import part.train
+    import part.training.train
 
     seen = []
-    compute = part.train.refreshed_masks
+    compute = part.training.train.refreshed_masks
 
     def recording(*args, **kwargs):
         seen.append((torch.backends.cuda.matmul.fp32_precision,
                      torch.backends.cudnn.conv.fp32_precision))
         return compute(*args, **kwargs)
 
-    monkeypatch.setattr(part.train, "refreshed_masks", recording)
+    monkeypatch.setattr(part.training.train, "refreshed_masks", recording)
     before = torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision
     torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "tf32"
     try:

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from part.checkpoint import read_metadata
-from part.masking import MaskSettings
-from part.variants import epoch_budget, matched_eps, random_masks_like, training_masks
+from part.importance.masks import MaskSettings
+from part.importance.variants import epoch_budget, matched_eps, random_masks_like, training_masks
+from part.models.checkpoint import read_metadata
 
 
 def _budget64(masks, eps, eps_low):
@@ -93,11 +93,11 @@ OFFICIAL = MaskSettings("gradcam", "official", batch_size=64)
 
 
 class _EpochSpy:
-    """Records the budget every call of part.train.train_epoch trains on, by run and epoch:
+    """Records the budget every call of part.training.train.train_epoch trains on, by run and epoch:
     what the runs actually trained with, seen from outside the training loop."""
 
     def __init__(self, monkeypatch):
-        import part.train as train_module
+        import part.training.train as train_module
 
         self.seen: dict[tuple[str, int], object] = {}
         real = train_module.train_epoch
@@ -130,8 +130,8 @@ def test_the_controls_spend_exactly_what_part_itself_spent_each_epoch(tmp_path, 
         _tiny_params,
     )
 
-    from part.budget_trace import load_trace
-    from part.train import RunSpec, train_run
+    from part.importance.budget_trace import load_trace
+    from part.training.train import RunSpec, train_run
 
     params = _tiny_params(epochs=4)
     burnin = tmp_path / "burnin.safetensors"
@@ -169,8 +169,8 @@ def test_the_controls_spend_exactly_what_part_itself_spent_each_epoch(tmp_path, 
 def test_a_control_refuses_the_trace_of_another_computation(tmp_path):
     from test_train import MASK_SETTINGS, PART_FOR_CONTROLS, _continue, _tiny_data, _tiny_params
 
-    from part.budget_trace import TraceError
-    from part.train import RunSpec, train_run
+    from part.importance.budget_trace import TraceError
+    from part.training.train import RunSpec, train_run
 
     params = _tiny_params()
     burnin = tmp_path / "burnin.safetensors"

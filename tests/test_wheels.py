@@ -1,4 +1,5 @@
-"""part/wheels.py, the carried wheels' preparation: what it can check without the registry."""
+"""part/runtime/wheels.py, the carried wheels' preparation: what it can check without the
+registry."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import zipfile
 
 import pytest
 
-from part.wheels import (
+from part.runtime.wheels import (
     WheelsError,
     check_size,
     installs_on_the_gpu_machine,

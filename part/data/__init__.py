@@ -2,7 +2,8 @@
 
 - `sources`: each data set's files, URLs and checksums as data; finding, downloading and reading
   them (`load_source`). The readers of the published formats are `formats` (Fashion-MNIST IDX,
-  CIFAR-10 binary, SVHN .mat), `jpeg_tree` (TinyImageNet-200) and `synthetic` (no files).
+  CIFAR-10 binary, SVHN .mat), `jpeg_tree` (TinyImageNet-200) and `synthetic` (no files);
+  `reading` holds what they share: whole-file reads that record each sha256.
 - `prepared`: `prepare_dataset` writes train/test.safetensors; `load_prepared` validates and loads.
 - `subset`: seeded, class-balanced subsets.
 - `augment`: device-side random crop and flip, for the training stages only (prepare does not

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from part.data import DataError
-from part.random_draws import BatchDraws
+from part.runtime.random_draws import BatchDraws
 
 DEFAULT_AUGMENTATION: dict[str, dict[str, Any]] = {
     # The paper: random crop with 4-pixel zero padding and horizontal flip on CIFAR-10.
@@ -86,7 +86,8 @@ def augment_batch(
     Vectorised: each output pixel gathers its source pixel via per-sample index arithmetic; pixels
     from outside the image are zero. Random numbers are drawn on the generator's device (default:
     the tensors' device). `draws` (instead of `generator`): the images are this rank's share of
-    a global batch, each augmented with the draw one process makes for it (part/random_draws.py).
+    a global batch, each augmented with the draw one process makes for it
+    (part/runtime/random_draws.py).
     With crop_padding=0 and flip=False the inputs are returned as they are. Returns (images,
     *aligned).
     """

@@ -15,7 +15,7 @@ import torch
 
 from part.data import RawSplit
 from part.data.reading import data_error_for, read_bytes, read_file
-from part.hashing import sha256_hex
+from part.io.hashing import sha256_hex
 
 TINYIMAGENET_DIR = "tiny-imagenet-200"
 TINYIMAGENET_SIZE = 64

@@ -14,12 +14,12 @@ import torch
 from torch import Tensor
 
 from part import __version__
-from part.atomic import WriteError, atomic_paths
 from part.data import SPLITS, DataError, RawSplit
 from part.data.sources import check_source, load_source
 from part.data.subset import balanced_subset
-from part.hashing import sha256_hex
-from part.tensorfile import write_safetensors_unguarded
+from part.io.atomic import WriteError, atomic_paths
+from part.io.hashing import sha256_hex
+from part.io.tensorfile import write_safetensors_unguarded
 
 PREPARE_FIX = "run `dvc repro prepare` to (re)create it"
 REQUIRED_METADATA = (

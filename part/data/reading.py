@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from part.data import DataError
-from part.hashing import sha256_hex
+from part.io.hashing import sha256_hex
 
 
 def read_bytes(path: Path) -> bytes:

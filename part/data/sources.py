@@ -37,7 +37,7 @@ from part.data.jpeg_tree import (
     tinyimagenet_files,
 )
 from part.data.synthetic import make_synthetic
-from part.paths import RAW_DIR
+from part.io.paths import RAW_DIR
 
 DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 SYNTHETIC = "synthetic"  # generated in memory: no files, nothing to find or download

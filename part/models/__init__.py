@@ -9,10 +9,17 @@
 | cnn_small_gn    | cnn_small with GroupNorm: no batch statistics  | block3     |
 
 Parameter counts are for 10 classes and 3 input channels. Inputs are unnormalised images in
-[0, 1]; any spatial size of at least 28 works thanks to adaptive average pooling.
+[0, 1]; any spatial size of at least 28 works thanks to adaptive average pooling. The modules:
+`resnet` (ResNet-18), `preact_resnet`, `wideresnet` and `cnn` (the small CNNs).
+
+Beside the architectures: `registry` (names to factories, and the checks every model passes),
+`checkpoint` (safetensors checkpoints with metadata: `save_checkpoint`, `load_checkpoint`,
+`read_metadata`) and `eval_mode` (the one way to run a model in eval mode for a while).
 """
 
 from part.models import cnn, preact_resnet, resnet, wideresnet  # noqa: F401 (registers models)
+from part.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from part.models.registry import MODELS, ModelError, ModelSpec, build_model, list_models
 
-__all__ = ["MODELS", "ModelError", "ModelSpec", "build_model", "list_models"]
+__all__ = ["MODELS", "ModelError", "ModelSpec", "build_model", "list_models", "load_checkpoint",
+           "read_metadata", "save_checkpoint"]
