@@ -134,7 +134,7 @@ def test_a_code_change_retrains_from_the_first_epoch(project):
     state = project / "runs" / "burnin-0.safetensors"
     kill_once_written(project, ["dvc", "repro", "--force", "--single-item", "burnin@0"], state)
 
-    with open(project / "part" / "attacks.py", "a") as source:
+    with open(project / "part" / "attacks" / "linf.py", "a") as source:
         source.write("\n# a code change\n")
     result = run(["dvc", "repro", "burnin@0"], project)
     output = result.stdout + result.stderr

@@ -1,8 +1,12 @@
-"""The README cannot fall behind the code: its tour names every module of the package, and its
-table of the default run is the committed report's."""
+"""The README cannot fall behind the code: its tour names every module of the package, its
+table of the default run is the committed report's, and its staleness check of the committed study
+says what the README says it does."""
 
 from __future__ import annotations
 
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,3 +33,14 @@ def test_the_default_runs_table_is_the_committed_reports():
     readme = (ROOT / "README.md").read_text()
     report = (ROOT / "reports" / "results.md").read_text()
     assert _table_after(readme, "## The default run") == _table_after(report, "## Accuracy")
+
+
+def test_the_staleness_check_shows_the_committed_study_is_not_this_codes():
+    """The README's check, as it is written there, on this checkout: the pilot study's dvc.lock
+    records other code than this checkout's."""
+    readme = (ROOT / "README.md").read_text()
+    assert "cd study && dvc status dvc.yaml" in readme
+    status = subprocess.run([shutil.which("dvc") or "dvc", "status", "dvc.yaml"],
+                            cwd=ROOT / "study", capture_output=True, text=True, check=True).stdout
+    modified = set(re.findall(r"modified:\s+(\S+)", status))
+    assert {"../part/ui.py", "../part/params.py"} <= modified, status
