@@ -195,7 +195,7 @@ def _bench_config(model_name: str, precision: str, channels_last: bool, compiled
         train_epoch(runnable["at"], optimizers["at"], data, uniform, params, epoch, device)
 
     def masks(epoch: int) -> torch.Tensor:
-        return refreshed_masks("part", models["part"], data.images, settings, params.seed,
+        return refreshed_masks(models["part"], data.images, settings, params.seed,
                                epoch, augmentation_for(params.train.augment, params.dataset))
 
     def part_epoch(epoch: int) -> None:

@@ -115,10 +115,11 @@ def run_prepare(params: Params) -> dict:
     return summary
 
 
-def _monitor_split(params: Params) -> tuple[str, Path]:
+def _monitor_split(params: Params) -> str:
     # The monitor (and so the best epoch) runs on the validation split held out of the training
-    # set; only with data.val_subset: 0 on the test subset, as the paper code does.
-    return ("validation", VAL_SET) if params.data.val_subset else ("test", TEST_SET)
+    # set; only with data.val_subset: 0 on the test subset, as the paper code does. Either way
+    # prepare writes it to VAL_SET, so training reads (and depends on) no test file otherwise.
+    return "validation" if params.data.val_subset else "test"
 
 
 def _join_with(inputs: list[Path], device) -> None:
@@ -142,11 +143,12 @@ def load_train_data(params: Params, device) -> TrainData:
             f"{TRAIN_SET} holds {train.meta['dataset']!r} but params.yaml asks for "
             f"{params.dataset!r}; run `dvc repro prepare`"
         )
-    split_name, path = _monitor_split(params)
-    monitor = load_prepared(path, device=device)
-    if monitor.meta["dataset"] != params.dataset or len(monitor) == 0:
-        raise PartError(f"{path} does not hold the {split_name} split of {params.dataset} that "
-                        "params.yaml asks for; run `dvc repro prepare`")
+    split_name = _monitor_split(params)
+    monitor = load_prepared(VAL_SET, device=device)
+    held = "validation" if monitor.meta.get("split") == "val" else monitor.meta.get("split")
+    if monitor.meta["dataset"] != params.dataset or held != split_name or len(monitor) == 0:
+        raise PartError(f"{VAL_SET} does not hold the {split_name} split of {params.dataset} "
+                        "that params.yaml asks for; run `dvc repro prepare`")
     chosen = monitor_subset(monitor.labels, params.train.monitor_subset, params.data.seed)
     return TrainData(images=train.images, labels=train.labels,
                      monitor_images=monitor.images[chosen], monitor_labels=monitor.labels[chosen],
@@ -159,7 +161,7 @@ def run_burnin(params: Params, *, show_progress: bool = True) -> list[dict]:
     from part.training.train import RunSpec, train_run
 
     device = resolve_device(params.device)
-    _join_with([TRAIN_SET, _monitor_split(params)[1]], device)
+    _join_with([TRAIN_SET, VAL_SET], device)
     data = load_train_data(params, device)
     name = run_name("burnin", params.seed)
     spec = RunSpec(name=name, first_epoch=1, last_epoch=params.burn_in_epochs)
@@ -213,7 +215,7 @@ def run_train(params: Params, variant: str, *, show_progress: bool = True) -> li
     check_variant(variant, params)
     device = resolve_device(params.device)
     follows = trace_path(PART, params.seed) if follows_part(variant) else None
-    _join_with([TRAIN_SET, _monitor_split(params)[1], burnin_path(params.seed),
+    _join_with([TRAIN_SET, VAL_SET, burnin_path(params.seed),
                 budget_spec_path(variant), *([follows] if follows else [])], device)
     _check_budget_spec(params, variant)
     data = load_train_data(params, device)

@@ -139,7 +139,7 @@ def test_a_code_change_retrains_from_the_first_epoch(project):
     result = run(["dvc", "repro", "burnin@0"], project)
     output = result.stdout + result.stderr
     assert "burnin@0" in ran(result) and "resuming" not in output
-    logged = (project / "dvclive/burnin-0/plots/metrics/test_pgd.tsv").read_text()
+    logged = (project / "dvclive/burnin-0/plots/metrics/val_pgd.tsv").read_text()
     assert [line.split("\t")[0] for line in logged.splitlines()[1:]] == ["1", "2"]
     assert not state.exists()
     _restore(project)

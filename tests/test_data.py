@@ -341,9 +341,12 @@ def test_prepare_writes_both_splits_with_metadata(tmp_path):
     assert meta["dataset"] == "synthetic" and meta["split"] == "train"
     assert meta["class_names"] == raw.class_names and meta["num_classes"] == 10
     assert (meta["in_channels"], meta["image_size"], meta["n"]) == (3, 32, 100)
-    assert meta["subset"] == {"n": 100, "seed": 3} and meta["source_sha256"] == {}
-    assert meta["part_version"] == prepared.__version__
-    assert len(load_prepared(out / "test.safetensors")) == 50
+    assert meta["subset"] == {"n": 100, "seed": 3, "of": len(raw.labels)}
+    assert meta["source_sha256"] == {} and meta["part_version"] == prepared.__version__
+    test = load_prepared(out / "test.safetensors")
+    # the size of the whole test split it was drawn from, which an export's footnote cites
+    assert len(test) == 50
+    assert prepared.full_split_size(test.meta) == len(load_source("synthetic", "test").labels)
     assert summary["train"]["class_counts"] == [10] * 10
     assert summary["test"]["shape"] == [50, 3, 32, 32] and summary["num_classes"] == 10
 
@@ -387,7 +390,11 @@ def test_the_validation_split_is_held_out_balanced_and_never_trained_on(tmp_path
     assert (again / "val.safetensors").read_bytes() == (out / "val.safetensors").read_bytes()
     none = tmp_path / "none"
     prepare_dataset("synthetic", none, train_subset=100, val_subset=0, test_subset=20, seed=5)
-    assert len(load_prepared(none / "val.safetensors")) == 0
+    # without a validation split the monitor runs on the test subset: the val file holds it
+    monitor = load_prepared(none / "val.safetensors")
+    test = load_prepared(none / "test.safetensors")
+    assert monitor.meta["split"] == "test" and torch.equal(monitor.images, test.images)
+    assert torch.equal(monitor.labels, test.labels)
 
 
 def test_failed_write_leaves_no_partial_file_and_keeps_old_ones(tmp_path, monkeypatch):
@@ -397,7 +404,7 @@ def test_failed_write_leaves_no_partial_file_and_keeps_old_ones(tmp_path, monkey
     real_save = prepared.write_safetensors_unguarded
 
     def disk_full_on_test(path, tensors, metadata):
-        if metadata["split"] != "test":
+        if not Path(path).name.startswith(".test.safetensors."):  # the test file's temporary
             return real_save(path, tensors, metadata)
         Path(path).write_bytes(b"partial")
         raise OSError(28, "No space left on device")

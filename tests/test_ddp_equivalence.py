@@ -1,10 +1,11 @@
 """N ranks train the one-process run. On a model without batch statistics (cnn_small_gn) in
-float64, two epochs each of AT, PART (a budget map) and TRADES through the pipeline's own epoch
-loop and monitor (tests/_ddp_float64.py) give, under 2 and 3 gloo processes, the one process's
+float64, two epochs each of AT, PART (a budget map), TRADES and MART through the pipeline's own
+epoch loop and monitor (tests/_ddp_float64.py) give, under 2 and 3 gloo processes, the one process's
 weights, train loss and monitor accuracies to 1e-12. In float64 a different order of float sums
 (a step's gradient summed over the ranks' shares, not over the whole batch) changes weights by
 ~1e-16; any random number drawn otherwise than the one process draws it (a start, an
-augmentation) or a share counted twice moves them by more than 1e-6.
+augmentation) or a share counted twice moves them by more than 1e-6. Every rank runs as many
+train-mode forwards as the others, a rank with an empty share of the last batch included.
 
 In float32 the same runs differ by rounding that SGD amplifies: after four epochs of the tiny
 stage runs, the weights of 1 and 2 processes differed by up to 2e-3 of a tensor's largest weight
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "tests" / "_ddp_float64.py"
-CASES = ("at", "part", "trades")
+CASES = ("at", "part", "trades", "mart")
 PARAMS = {"eps": "8/255", "eps_low": "2/255", "seeds": [0],
           "train": {"batch_size": 19, "steps": 3, "step_size": "2/255", "monitor_steps": 2,
                     "augment": "crop_flip", "random_start": "budget"}}
@@ -61,11 +62,23 @@ def trained(tmp_path_factory) -> dict[int, dict[str, dict]]:
 def test_n_ranks_give_the_one_process_weights_and_logs(trained, case, nproc):
     one, many = trained[1][case], trained[nproc][case]
     assert one.keys() == many.keys()
-    differences = {key: float((one[key] - many[key]).abs().max()) for key in one}
+    differences = {key: float((one[key] - many[key]).abs().max()) for key in one
+                   if key != "forwards"}
     assert max(differences.values()) <= 1e-12, differences
     # the run learnt something: the check is not between two untouched initialisations
     logged = one["logged"]
     assert logged[1, 0] < logged[0, 0]
+
+
+def test_every_rank_runs_as_many_training_forwards_as_the_others(trained):
+    """Under SyncBatchNorm (CUDA) every train-mode forward all-gathers statistics: a rank that
+    ran fewer would leave the others waiting in a collective at the epoch's last batch, in which
+    1 or 2 ranks have no share (210 images in batches of 19)."""
+    for nproc in (2, 3):
+        for case in CASES:
+            forwards = trained[nproc][case]["forwards"]
+            assert forwards.shape == (nproc,) and forwards.min() > 0, (nproc, case, forwards)
+            assert bool((forwards == forwards[0]).all()), (nproc, case, forwards.tolist())
 
 
 def test_a_last_batch_smaller_than_the_ranks_logs_no_nan(trained):

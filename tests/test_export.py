@@ -57,7 +57,9 @@ def _metrics_of(checkpoint: Path, path: Path, **fields) -> Path:
                                 "natural": 0.8234, "n_natural": 10000, "autoattack": 0.4812,
                                 "n_autoattack": 10000, "n_test": 10000, "eps": EPS,
                                 "autoattack_package": "autoattack 0.1",
-                                "checkpoint_sha256": file_sha256(checkpoint), **fields}))
+                                "autoattack_version": "standard", "n_test_set": 10000,
+                                "train_eps": EPS, "checkpoint_sha256": file_sha256(checkpoint),
+                                **fields}))
     return path
 
 
@@ -84,6 +86,35 @@ def test_the_eps_is_the_one_measured_at_and_a_subset_autoattack_is_footnoted(che
     info = json.loads((tmp_path / "out" / "part-0.json").read_text())
     assert info["eps"] == "4/255" and info["train_eps"] == "8/255"
     assert "first 1000 of the 10000 test examples" in info["footnote"]
+    assert "evaluated at eps 4/255, trained at 8/255" in info["footnote"]
+
+
+def test_the_entry_says_what_it_was_measured_on_against_the_whole_test_set(checkpoint,
+                                                                             tmp_path):
+    """All 1,000 examples of a prepared subset of a 10,000-image test set: partial, and said."""
+    metrics = _metrics_of(checkpoint, tmp_path / "part-0.json", n_natural=1000,
+                          n_autoattack=1000, n_test=1000, autoattack_version="plus")
+    result = _export(checkpoint, tmp_path / "out", "--metrics", metrics)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "out" / "part-0.json").read_text())
+    assert "clean accuracy on 1000 of the 10000 test examples" in info["footnote"]
+    assert "AutoAttack accuracy on the first 1000 of the 10000 test examples" in info["footnote"]
+    assert "AutoAttack version 'plus'" in info["footnote"]
+    assert (info["autoattack_version"], info["n_test_set"]) == ("plus", 10000)
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({"n_test_set": None}, "records no n_test_set"),
+    ({"autoattack_version": None}, "records no autoattack_version"),
+    ({"train_eps": 4 / 255}, "trained at eps"),
+])
+def test_metrics_that_cannot_say_what_was_measured_are_refused(checkpoint, tmp_path, fields,
+                                                               expected):
+    metrics = _metrics_of(checkpoint, tmp_path / "part-0.json", **fields)
+    result = _export(checkpoint, tmp_path / "out", "--metrics", metrics)
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_metrics_of_another_checkpoint_are_refused(checkpoint, tmp_path):

@@ -49,7 +49,9 @@ def test_per_seed_stages_use_the_code_paths(seed):
     run = paths.run_name("burnin", seed)
     assert _declared("burnin", "plots", seed=seed) == _as_posix(paths.training_log_plots(run))
     assert _declared("burnin", "metrics", seed=seed) == _as_posix(paths.training_log_metrics(run))
-    assert _as_posix(paths.TRAIN_SET, paths.TEST_SET) <= _declared("burnin", "deps", seed=seed)
+    # training reads the validation split, never the test file (val holds the monitor's subset)
+    assert _as_posix(paths.TRAIN_SET, paths.VAL_SET) <= _declared("burnin", "deps", seed=seed)
+    assert paths.TEST_SET.as_posix() not in _declared("burnin", "deps", seed=seed)
     assert _declared("masks", "outs", seed=seed) == _as_posix(paths.masks_path(seed))
     assert _declared("masks", "plots", seed=seed) == _as_posix(paths.gallery_path(seed))
     assert _as_posix(paths.burnin_path(seed), paths.TRAIN_SET) <= _declared("masks", "deps",
@@ -71,8 +73,9 @@ def test_per_run_stages_use_the_code_paths(variant):
         paths.model_path(variant, 3), paths.best_model_path(variant, 3)}
     assert _declared(train, "plots", **item) == _as_posix(paths.training_log_plots(run))
     assert _declared(train, "metrics", **item) == _as_posix(paths.training_log_metrics(run))
-    assert _as_posix(paths.TRAIN_SET, paths.VAL_SET, paths.TEST_SET, paths.burnin_path(3),
+    assert _as_posix(paths.TRAIN_SET, paths.VAL_SET, paths.burnin_path(3),
                      paths.budget_spec_path(variant)) <= _declared(train, "deps", **item)
+    assert paths.TEST_SET.as_posix() not in _declared(train, "deps", **item)
     assert _declared(evaluate, "outs", **item) == _as_posix(paths.outcomes_path(variant, 3))
     assert _declared(evaluate, "metrics", **item) == _as_posix(paths.metrics_path(variant, 3))
     assert _as_posix(paths.model_path(variant, 3), paths.best_model_path(variant, 3),

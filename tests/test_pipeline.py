@@ -14,6 +14,7 @@ import pytest
 import torch
 import yaml
 from _project import ALL_STAGES, kill_once_written, ran, run
+from conftest import copy_project
 
 from part.data.prepared import load_prepared
 from part.models.checkpoint import load_checkpoint
@@ -44,7 +45,7 @@ def test_every_declared_output_exists_with_the_metrics_keys(project):
                  "masks/gallery-0.png", "models/baseline-0.safetensors",
                  "models/part-0.safetensors", "models/baseline-0.best.safetensors",
                  "models/part-0.best.safetensors", "dvclive/burnin-0/metrics.json",
-                 "dvclive/baseline-0/plots/metrics/test_pgd.tsv",
+                 "dvclive/baseline-0/plots/metrics/val_pgd.tsv",
                  "dvclive/part-0/plots/metrics/important_fraction.tsv",
                  "metrics/baseline-0.json", "metrics/part-0.json",
                  "metrics/baseline-0.outcomes.safetensors", "metrics/part-0.outcomes.safetensors",
@@ -56,6 +57,8 @@ def test_every_declared_output_exists_with_the_metrics_keys(project):
         assert METRIC_KEYS <= metrics.keys()
         assert all(0.0 <= metrics[key] <= 1.0 for key in METRIC_KEYS if not key.startswith("n_"))
         assert metrics["n_natural"] == 60 and metrics["n_autoattack"] == 6
+        # the prepared 60 are a subset of the data set's whole test split, whose size it records
+        assert metrics["n_test"] == 60 < metrics["n_test_set"]
         # wall times vary run to run: they live beside the metrics, so `dvc metrics diff`
         # shows only results that changed
         assert not [key for key in metrics if key.startswith("seconds")]
@@ -101,7 +104,7 @@ def test_dvc_exp_show_reads_the_training_logs(project):
     metrics = next(entry for entry in shown if entry["rev"] == "workspace")["data"]["metrics"]
     for name, last_epoch in (("burnin-0", 1), ("baseline-0", 2), ("part-0", 2)):
         logged = metrics[f"dvclive/{name}/metrics.json"]["data"]
-        assert logged["step"] == last_epoch and 0 <= logged["test_pgd"] <= 1
+        assert logged["step"] == last_epoch and 0 <= logged["val_pgd"] <= 1
     assert "important_fraction" in metrics["dvclive/part-0/metrics.json"]["data"]
 
 
@@ -112,7 +115,7 @@ def test_eval_checkpoint_best_reruns_only_the_evaluations_and_records_the_epoch(
         metrics = json.loads((project / f"metrics/{variant}.json").read_text())
         _, meta = load_checkpoint(project / f"models/{variant}.best.safetensors")
         assert metrics["checkpoint"] == f"models/{variant}.best.safetensors"
-        assert metrics["epoch"] == meta["epoch"] and "test_pgd" in metrics["selected_by"]
+        assert metrics["epoch"] == meta["epoch"] and "val_pgd" in metrics["selected_by"]
         # chosen on the validation split held out of the training set, never on the test set
         assert metrics["selected_on"] == meta["selected_on"] == "validation"
         assert metrics["monitor_split"] == "validation" and metrics["train_examples"] == 200
@@ -142,6 +145,23 @@ def test_outcome_files_hold_the_metrics_example_by_example(project):
 def test_eps_low_reruns_only_the_part_branch(experiment_alone):
     result = experiment_alone("6/255").result  # test_sweep compares a queued run with it
     assert _ran(result) == {"budgets", "train@part-0", "evaluate@part-0", "report"}
+
+
+def test_another_test_subset_retrains_nothing_while_a_validation_split_is_held_out(project,
+                                                                                 tmp_path):
+    """The training stages read the validation split, not the test file: a new test subset
+    changes what prepare writes and what the evaluations (and the report, which records the
+    data params) read, and no training stage's deps."""
+    project = copy_project(project, tmp_path / "repo")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    assert params["data"]["val_subset"] > 0
+    params["data"]["test_subset"] = 50
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert _ran(_run(["dvc", "repro", "--single-item", "prepare"], project)) == {"prepare"}
+    status = _run(["dvc", "status"], project).stdout
+    changed = {line.rstrip(":") for line in status.splitlines()
+               if line and not line[0].isspace() and line.endswith(":")}
+    assert changed == {"evaluate@baseline-0", "evaluate@part-0", "report"}, status
 
 
 def test_cam_reruns_the_cam_branch_and_evaluations_never_prepare_burnin_or_baseline(project):
@@ -222,6 +242,6 @@ def test_a_stage_killed_halfway_leaves_no_output_and_the_next_repro_recovers(pro
     recovered = _run(["dvc", "repro", "train@baseline-0"], project)
     assert "resuming after epoch 2" in recovered.stdout + recovered.stderr
     assert (project / "models/baseline-0.safetensors").is_file()
-    logged = (project / "dvclive/baseline-0/plots/metrics/test_pgd.tsv").read_text()
+    logged = (project / "dvclive/baseline-0/plots/metrics/val_pgd.tsv").read_text()
     assert [line.split("\t")[0] for line in logged.splitlines()[1:]] == ["2", "3"]
     _reset(project)

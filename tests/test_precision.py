@@ -1,17 +1,13 @@
 """Numerics: TF32 on or off for CUDA matmuls and cuDNN convolutions, set through torch's current
-`fp32_precision` API where torch has it (the legacy `allow_tf32` flags elsewhere), and restored
-after. The settings are process-wide and read on the CPU too, so all of this runs without a GPU."""
+`fp32_precision` API, and restored after. The settings are process-wide and read on the CPU too,
+so all of this runs without a GPU."""
 
 from __future__ import annotations
-
-from types import SimpleNamespace
 
 import pytest
 import torch
 
 from part.runtime.precision import numerics
-
-NEW_API = hasattr(torch.backends.cuda.matmul, "fp32_precision")
 
 
 def _settings() -> tuple[str, str]:
@@ -25,7 +21,6 @@ def restored_settings():
     torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = before
 
 
-@pytest.mark.skipif(not NEW_API, reason="this torch has only the legacy allow_tf32 flags")
 @pytest.mark.filterwarnings("error")  # a deprecation warning from torch fails the test
 @pytest.mark.parametrize(("precision", "inside"), [("fp32", "ieee"), ("tf32", "tf32"),
                                                     ("bf16", "ieee")])
@@ -41,24 +36,8 @@ def test_numerics_sets_the_fp32_precision_of_matmuls_and_convolutions_and_restor
     assert _settings() == (outside, outside)
 
 
-@pytest.mark.skipif(not NEW_API, reason="this torch has only the legacy allow_tf32 flags")
 def test_numerics_restores_the_settings_when_the_body_raises(restored_settings):
     torch.backends.cuda.matmul.fp32_precision = torch.backends.cudnn.conv.fp32_precision = "tf32"
     with pytest.raises(KeyError), numerics("fp32"):
         raise KeyError("in the body")
     assert _settings() == ("tf32", "tf32")
-
-
-def test_numerics_falls_back_to_the_legacy_flags_on_a_torch_without_fp32_precision(monkeypatch):
-    # A torch older than 2.9: its backends hold only the allow_tf32 flags.
-    matmul = SimpleNamespace(allow_tf32=True)
-    cudnn = SimpleNamespace(allow_tf32=True)
-    monkeypatch.setattr(torch.backends.cuda, "matmul", matmul)
-    monkeypatch.setattr(torch.backends, "cudnn", cudnn)
-    with numerics("fp32"):
-        assert (matmul.allow_tf32, cudnn.allow_tf32) == (False, False)
-    assert (matmul.allow_tf32, cudnn.allow_tf32) == (True, True)
-    matmul.allow_tf32 = cudnn.allow_tf32 = False
-    with numerics("tf32"):
-        assert (matmul.allow_tf32, cudnn.allow_tf32) == (True, True)
-    assert (matmul.allow_tf32, cudnn.allow_tf32) == (False, False)

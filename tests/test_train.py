@@ -272,7 +272,7 @@ def test_an_interrupted_run_resumes_from_its_last_completed_epoch(burnin, tmp_pa
     resumed, history = _continue(params, burnin, root, "part", "random_mask", refresh_every=1)
     assert [row["epoch"] for row in history] == [2, 3]
     _assert_same_weights(reference, resumed)
-    assert [r["test_pgd"] for r in history] == [r["test_pgd"] for r in reference_history]
+    assert [r["val_pgd"] for r in history] == [r["val_pgd"] for r in reference_history]
     # the outputs hold the finished run: no state is left that could resume it again
     assert not (root / "runs" / "part.safetensors").exists()
     # the DVCLive log holds every epoch once, as the uninterrupted run's does, byte for byte
@@ -290,8 +290,8 @@ def test_the_training_log_is_dvclives_one_row_per_epoch(burnin, tmp_path):
     _, history = _continue(_tiny_params(), burnin, tmp_path, "part", "part", refresh_every=1)
     log = tmp_path / "logs" / "part"
     latest = json.loads((log / "metrics.json").read_text())
-    assert latest["step"] == 3 and latest["test_pgd"] == history[-1]["test_pgd"]
-    for quantity in ("lr", "train_loss", "train_adv_acc", "test_natural", "test_pgd",
+    assert latest["step"] == 3 and latest["val_pgd"] == history[-1]["val_pgd"]
+    for quantity in ("lr", "train_loss", "train_adv_acc", "val_natural", "val_pgd",
                      "important_fraction", "mean_budget"):
         rows = (log / "plots" / "metrics" / f"{quantity}.tsv").read_text().splitlines()
         assert rows[0] == f"step\t{quantity}"
@@ -316,7 +316,7 @@ def test_the_best_checkpoint_is_the_epoch_with_the_best_monitor_pgd_accuracy(
     last, history = _continue(params, burnin, tmp_path / "full", "baseline")
     best = tmp_path / "full" / "baseline.best.safetensors"
     _, meta = load_checkpoint(best)
-    assert meta["epoch"] == 3 and "test_pgd" in meta["selected_by"]
+    assert meta["epoch"] == 3 and "val_pgd" in meta["selected_by"]
     assert json.loads(meta["mean_budget_per_epoch"]).keys() == {"2", "3"}
     # the same weights as a run of the same schedule that stopped after epoch 3
     _monitor_scores(monkeypatch, [0.0] * 2)
@@ -371,8 +371,6 @@ def test_a_resume_state_of_another_computation_is_not_used(burnin, tmp_path, mon
     _assert_same_weights(fresh, rerun)
 
 
-@pytest.mark.skipif(not hasattr(torch.backends.cuda.matmul, "fp32_precision"),
-                    reason="this torch has only the legacy allow_tf32 flags")
 def test_masks_are_refreshed_at_the_declared_precision(burnin, tmp_path, monkeypatch):
     # The CAM pass of a mask refresh runs under the same numerics as the training attacks: with
     # train.precision fp32 (what the CPU runs), matmuls and convolutions in strict IEEE fp32

@@ -11,8 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from part.importance.budget_trace import kept_counts
 from part.importance.masks import MaskSettings
-from part.importance.variants import epoch_budget, matched_eps, random_masks_like, training_masks
+from part.importance.variants import (
+    epoch_budget,
+    matched_eps,
+    random_masks_with_counts,
+    trace_masks,
+)
 from part.models.checkpoint import read_metadata
 
 
@@ -47,26 +53,29 @@ def test_matched_eps_is_the_mean_of_the_budget_map_over_every_image_element():
 def test_random_masks_keep_each_images_count_per_channel(n, planes, height, width, density,
                                                          seed):
     masks = _masks((n, planes, height, width), density, seed)
-    drawn = random_masks_like(masks, torch.Generator().manual_seed(seed + 1))
+    drawn = random_masks_with_counts(kept_counts(masks), tuple(masks.shape),
+                                     torch.Generator().manual_seed(seed + 1))
     assert drawn.dtype == torch.bool and drawn.shape == masks.shape
     assert torch.equal(drawn.sum(dim=(2, 3)), masks.sum(dim=(2, 3)))
 
 
-def test_random_masks_are_seeded_and_redrawn_at_each_refresh():
+def test_random_masks_are_seeded_and_redrawn_at_each_epoch():
     cam = _masks((50, 1, 8, 8), 0.4, 2)
-    first = training_masks("random_mask", cam, seed=0, epoch=3)
-    assert torch.equal(first, training_masks("random_mask", cam, seed=0, epoch=3))
-    assert not torch.equal(first, training_masks("random_mask", cam, seed=0, epoch=4))
-    assert not torch.equal(first, training_masks("random_mask", cam, seed=1, epoch=3))
+    counts, shape = kept_counts(cam), tuple(cam.shape)
+    first = trace_masks(counts, shape, seed=0, epoch=3)
+    assert torch.equal(first, trace_masks(counts, shape, seed=0, epoch=3))
+    assert not torch.equal(first, trace_masks(counts, shape, seed=0, epoch=4))
+    assert not torch.equal(first, trace_masks(counts, shape, seed=1, epoch=3))
     assert not torch.equal(first, cam)
-    assert training_masks("part", cam, seed=0, epoch=3) is cam
+    assert torch.equal(kept_counts(first), counts)
 
 
 def test_random_mask_positions_are_uniform():
     """Keep 4 of 16 places, 4000 times: every place is kept equally often (chi-square)."""
     mask = torch.zeros(4000, 1, 4, 4, dtype=torch.bool)
     mask[:, :, 0, :] = True
-    drawn = random_masks_like(mask, torch.Generator().manual_seed(0))
+    drawn = random_masks_with_counts(kept_counts(mask), tuple(mask.shape),
+                                     torch.Generator().manual_seed(0))
     counts = drawn.sum(dim=0).flatten().numpy()
     assert stats.chisquare(counts).pvalue > 1e-3
 

@@ -6,6 +6,7 @@ loads it onto a device."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,17 @@ def _take_subset(
         raise DataError(f"data.{split}_subset={n!r}: {exc}") from exc
     subset = RawSplit(raw.images[index].contiguous(), raw.labels[index].contiguous(),
                       raw.class_names, raw.source_files)
-    return subset, {"n": n, "seed": seed}
+    return subset, {"n": n, "seed": seed, "of": int(raw.labels.numel())}
+
+
+def full_split_size(meta: Mapping[str, Any]) -> int | None:
+    """How many examples the source split of a prepared file holds (a subset's `of`, else the
+    file's own count), from its metadata as load_prepared reads it; None for a file prepared
+    without that record."""
+    subset = meta.get("subset")
+    if subset is None:
+        return int(meta["n"])
+    return int(subset["of"]) if "of" in subset else None
 
 
 def _hold_out(raw: RawSplit, n: int, seed: int) -> tuple[RawSplit, RawSplit, dict]:
@@ -151,9 +162,12 @@ def prepare_dataset(
     class-balanced subsets, and write out_dir/train.safetensors, out_dir/val.safetensors and
     out_dir/test.safetensors.
 
-    The `val_subset` validation examples (class-balanced, seeded by `seed`; 0 writes an empty
-    file) are taken out of the training split first; `train_subset` is then drawn from the rest,
-    so no validation example is ever trained on. The files are written under temporary names
+    out_dir/val.safetensors holds what the training monitor runs on: the `val_subset`
+    validation examples (class-balanced, seeded by `seed`), taken out of the training split
+    first, or with `val_subset` 0 a copy of the test subset (its `split` metadata then reads
+    `test`), so that training depends on the test file only where it reads it. `train_subset`
+    is drawn from what the validation split leaves, so no validation example is ever trained
+    on. The files are written under temporary names
     first and renamed into place only when all are complete, so a failure leaves the previous
     files (if any) untouched and no partial file. Returns a summary: per split its path, size,
     shape [N,C,H,W], per-class counts and subset.
@@ -168,7 +182,10 @@ def prepare_dataset(
             validation, raw, held_out = _hold_out(raw, val_subset, seed)
             splits["val"] = (validation, held_out)
         splits[split] = _take_subset(raw, split, subsets[split], seed)
+    if not val_subset:  # the monitor runs on the test subset: the val file holds it
+        splits["val"] = (splits["test"][0], {**(splits["test"][1] or {}), "copy_of": "test"})
     splits = {name: splits[name] for name in ("train", "val", "test")}
+    labels = {"train": "train", "val": "val" if val_subset else "test", "test": "test"}
     class_names = splits["train"][0].class_names
     if splits["test"][0].class_names != class_names:
         raise DataError(f"{dataset}: the train and test splits list different class names; "
@@ -182,7 +199,7 @@ def prepare_dataset(
                 try:
                     write_safetensors_unguarded(
                         temporary, {"images": raw.images, "labels": raw.labels},
-                        _metadata(dataset, split, raw, subset))
+                        _metadata(dataset, labels[split], raw, subset))
                 except WriteError:  # already names the file and the fix
                     raise
                 except OSError as exc:

@@ -1,4 +1,4 @@
-"""Multi-attack robustness evaluation -> the metrics dict of DESIGN section 4.
+"""Multi-attack robustness evaluation -> the metrics dict (README, "Evaluating a checkpoint").
 
 The attacks and their keys are `part.attacks.suite`'s registry; AutoAttack runs through
 `part.attacks.autoattack`.
@@ -377,9 +377,11 @@ def evaluate_checkpoint(
     `expect` (metadata key -> value) is checked as load_checkpoint does. The metrics gain the
     checkpoint's model, method, variant, dataset, eps_low, epoch, training eps and seed, its
     training and monitor counts (and for a best checkpoint where its epoch was selected), the
-    paths and the checkpoint's sha256 (so that its figures can never be attached to another).
+    paths and the checkpoint's sha256 (so that its figures can never be attached to another),
+    and `n_test_set`, the size of the data set's whole test split the prepared one was drawn
+    from (None where the prepared file does not record it).
     """
-    from part.data.prepared import load_prepared
+    from part.data.prepared import full_split_size, load_prepared
     from part.models.checkpoint import load_checkpoint, read_metadata
 
     checkpoint, data = Path(checkpoint), Path(data)
@@ -413,7 +415,8 @@ def evaluate_checkpoint(
                                "train_seed": meta.get("seed"),
                                "checkpoint": str(checkpoint),
                                "checkpoint_sha256": file_sha256(checkpoint),
-                               "data": str(data)})
+                               "data": str(data),
+                               "n_test_set": full_split_size(split.meta)})
 
 
 def settings_from_params(params: Params) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,12 +50,46 @@ def _check_metrics_fit(metrics: Mapping[str, Any], checkpoint: Path, where: str)
                           "(metrics/<variant>-<seed>.json of the same run)")
 
 
+def _check_metrics_complete(metrics: Mapping[str, Any], meta: Mapping[str, Any],
+                            where: str) -> None:
+    """An entry states what it was measured on: the metrics must record the whole test set's
+    size and the AutoAttack version, and the training eps they carry must be the checkpoint's."""
+    needed = ("n_test_set", "autoattack_version") if "autoattack" in metrics else ("n_test_set",)
+    missing = [key for key in needed if metrics.get(key) is None]
+    if missing:
+        raise ExportError(f"{where} records no {' or '.join(missing)}, so the entry could not say "
+                          "what it was measured on; evaluate the checkpoint again with this "
+                          "version (dvc repro, or part-cli evaluate --json) and export with that "
+                          "file")
+    train_eps = metrics.get("train_eps")
+    if train_eps is not None and meta.get("eps") is not None and not math.isclose(
+            float(train_eps), float(meta["eps"]), rel_tol=0, abs_tol=1e-12):
+        raise ExportError(f"{where} says its checkpoint trained at eps {train_eps}, but the "
+                          f"checkpoint records {meta['eps']}; give the metrics file written for "
+                          "this checkpoint")
+
+
 def _footnote(meta: Mapping[str, Any], metrics: Mapping[str, Any]) -> str | None:
-    """What a reader must know beside the figures, as RobustBench's own footnotes say it."""
+    """What a reader must know beside the figures, as RobustBench's own footnotes say it:
+    accuracies on fewer than the data set's whole test set, an AutoAttack other than the
+    standard one, an evaluation eps other than the training eps, a test-selected epoch."""
+    from part.evaluation.frontier import budget_text
+
     notes = []
-    n_aa, n_test = metrics.get("n_autoattack"), metrics.get("n_test")
-    if n_aa is not None and n_test is not None and n_aa < n_test:
-        notes.append(f"AutoAttack accuracy on the first {n_aa} of the {n_test} test examples")
+    whole = metrics.get("n_test_set")
+    for accuracy, name, first in (("natural", "clean accuracy", ""),
+                                  ("autoattack", "AutoAttack accuracy", "the first ")):
+        count = metrics.get(f"n_{accuracy}")
+        if metrics.get(accuracy) is not None and whole is not None and count is not None \
+                and count < whole:
+            notes.append(f"{name} on {first}{count} of the {whole} test examples")
+    version = metrics.get("autoattack_version")
+    if metrics.get("autoattack") is not None and version not in (None, "standard"):
+        notes.append(f"AutoAttack version {version!r}, not the standard one")
+    if "eps" in metrics and meta.get("eps") is not None and not math.isclose(
+            float(metrics["eps"]), float(meta["eps"]), rel_tol=0, abs_tol=1e-12):
+        notes.append(f"evaluated at eps {budget_text(float(metrics['eps']))}, trained at "
+                     f"{budget_text(float(meta['eps']))}")
     if meta.get("selected_on") == "test":
         notes.append("the epoch was selected on test examples (data.val_subset: 0)")
     return "; ".join(notes) + "." if notes else None
@@ -86,6 +121,8 @@ def model_info(meta: Mapping[str, Any], name: str,
         "autoattack_acc": _percent(metrics.get("autoattack")),
         "n_autoattack": metrics.get("n_autoattack"),
         "autoattack_package": metrics.get("autoattack_package"),
+        "autoattack_version": metrics.get("autoattack_version"),
+        "n_test_set": metrics.get("n_test_set"),
         "reported": "",
         "footnote": _footnote(meta, metrics),
         "method": meta.get("method"),
@@ -123,6 +160,7 @@ def export_robustbench(checkpoint: str | Path, out_dir: str | Path, *, name: str
             raise ExportError(f"{metrics}: not a metrics object; give the JSON the evaluate stage "
                               "writes")
         _check_metrics_fit(found, checkpoint, str(metrics))
+        _check_metrics_complete(found, meta, str(metrics))
     state = {key: tensor.detach().cpu().contiguous() for key, tensor in
              model.state_dict().items()}
     weights = io.BytesIO()

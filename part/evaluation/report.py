@@ -273,7 +273,6 @@ def save_paired_plot(path: Path, study: dict[str, Any], params: Params) -> None:
     save_png(figure, path)
 
 
-save_tradeoff_plot = save_paired_plot  # the old name
 
 
 def save_png(figure: Any, path: Path) -> None:

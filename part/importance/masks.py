@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,16 +39,12 @@ class MaskSettings:
         return {"q": self.quantile} if self.rule == "quantile" else {}
 
 
-def compute_masks(model: nn.Module, images: Tensor, settings: MaskSettings,
-                  transform: Callable[[Tensor], Tensor] | None = None) -> Tensor:
-    """bool [N, c, H, W] for uint8 images [N, C, H, W], in their order, model in eval mode.
-    `transform` (e.g. an augmentation) is applied to each chunk of float images first."""
+def compute_masks(model: nn.Module, images: Tensor, settings: MaskSettings) -> Tensor:
+    """bool [N, c, H, W] for uint8 images [N, C, H, W], in their order, model in eval mode."""
     chunks = []
     with eval_mode(model):
         for start in range(0, images.shape[0], settings.batch_size):
             x = images[start:start + settings.batch_size].float().div_(255)
-            if transform is not None:
-                x = transform(x)
             maps = cam(model, x, method=settings.method)
             chunks.append(importance_mask(maps, tuple(x.shape[1:]), rule=settings.rule,
                                           **settings.rule_args()))

@@ -53,8 +53,8 @@ MASK_ALIGNMENTS = ("sample", "paper")
 
 __all__ = ["BASELINE", "CONTROLS", "INDEPENDENT", "MASK_ALIGNMENTS", "PART", "VARIANTS",
            "EpochBudget", "epoch_budget", "follows_part", "mask_pass_order", "matched_eps",
-           "paper_position_masks", "random_masks_like", "random_masks_with_counts",
-           "refreshed_masks", "trace_masks", "training_masks", "uses_cam"]
+           "paper_pass", "paper_position_masks", "random_masks_with_counts", "refreshed_masks",
+           "trace_masks", "uses_cam"]
 
 
 def uses_cam(variant: str) -> bool:
@@ -78,46 +78,41 @@ def matched_eps(masks: Tensor, eps: float, eps_low: float) -> float:
 
 
 def random_masks_with_counts(counts: Tensor, shape: tuple[int, int, int, int],
-                             generator: torch.Generator) -> Tensor:
-    """bool masks of `shape` [N, planes, H, W] with exactly counts[i, p] true elements in plane p
-    of image i, at uniformly random places (a random permutation per plane, from `generator`);
-    on the CPU."""
+                             generator: torch.Generator, device: torch.device | None = None,
+                             world: World | None = None) -> Tensor:
+    """bool masks of `shape` [N, planes, H, W] on `device` (default: the generator's) with
+    exactly counts[i, p] true elements in plane p of image i, at uniformly random places: the
+    `count` lowest of the plane's scores from `generator`, ties broken by position, so every
+    device places them alike. Under several ranks (`world`) each orders the planes of its share
+    of the images and the shares are gathered."""
+    from part.runtime.distributed import SINGLE, gather_masks
+
     n, planes, height, width = shape
     if tuple(counts.shape) != (n, planes):
         raise ValueError(f"counts {list(counts.shape)} do not fit masks {list(shape)}")  # a bug
     scores = torch.rand((n, planes, height * width), generator=generator,
                         device=generator.device)
-    # The rank of each element's score within its plane: the `count` lowest ranks keep eps.
-    ranks = scores.argsort(dim=2).argsort(dim=2)
-    return (ranks < counts.to(ranks.device).unsqueeze(2)).reshape(shape)
+    target = torch.device(device) if device is not None else scores.device
+    places = torch.arange(height * width, device=target)
 
+    def place(images: Tensor) -> Tensor:
+        order = scores[images].to(target).sort(dim=2, stable=True).indices
+        keep = places < counts[images].to(target).unsqueeze(2)
+        return torch.zeros_like(keep).scatter_(2, order, keep).reshape(-1, planes, height, width)
 
-def random_masks_like(masks: Tensor, generator: torch.Generator) -> Tensor:
-    """bool masks of `masks`' shape with the same count of true elements in each [image, channel]
-    plane, at uniformly random places (from `generator`), on `masks`' device."""
-    from part.importance.budget_trace import kept_counts
-
-    return random_masks_with_counts(kept_counts(masks), tuple(masks.shape),
-                                    generator).to(masks.device)
+    return gather_masks(world or SINGLE, place, torch.arange(n, device=scores.device), 1)
 
 
 def _random_mask_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + epoch)
 
 
-def trace_masks(counts: Tensor, shape: tuple[int, int, int, int], seed: int,
-                epoch: int) -> Tensor:
+def trace_masks(counts: Tensor, shape: tuple[int, int, int, int], seed: int, epoch: int,
+                device: torch.device | None = None, world: World | None = None) -> Tensor:
     """random_mask's masks from global `epoch` on: PART's recorded `counts` [N, planes] of that
     epoch at random places, the draw fixed by (seed, epoch)."""
-    return random_masks_with_counts(counts, shape, _random_mask_generator(seed, epoch))
-
-
-def training_masks(variant: str, cam_masks: Tensor, seed: int, epoch: int) -> Tensor:
-    """The masks `variant` would train with after a refresh at global `epoch`, given the CAM
-    masks of that refresh (for random_mask: their counts at random places)."""
-    if variant == "random_mask":
-        return random_masks_like(cam_masks, _random_mask_generator(seed, epoch))
-    return cam_masks
+    return random_masks_with_counts(counts, shape, _random_mask_generator(seed, epoch), device,
+                                    world)
 
 
 @dataclass(frozen=True)
@@ -163,30 +158,34 @@ def mask_pass_order(count: int, seed: int, epoch: int) -> Tensor:
     return torch.randperm(count, generator=generator)
 
 
-def paper_position_masks(model: nn.Module, images: Tensor, settings: MaskSettings, seed: int,
-                         epoch: int, augmentation: dict[str, Any]) -> Tensor:
-    """The paper code's masks: CAM masks of a shuffled, augmented pass over `images`, in the
-    order of that pass (masks[p] belongs to the image at position p of the pass)."""
+def paper_pass(images: Tensor, seed: int, epoch: int, augmentation: dict[str, Any]) -> Tensor:
+    """The paper code's mask pass over `images`: shuffled and augmented, in the order of that
+    pass. The augmentation of the whole pass is drawn at once, so a rank that computes the CAMs
+    of a share of the pass sees the very images one process would."""
     order = mask_pass_order(images.shape[0], seed, epoch).to(images.device)
     generator = torch.Generator(device=images.device).manual_seed(seed * 7_907 + epoch)
-
-    def augment(x: Tensor) -> Tensor:
-        return augment_batch(x, generator=generator, **augmentation)[0]
-
-    return compute_masks(model, images[order], settings, transform=augment)
+    return augment_batch(images[order], generator=generator, **augmentation)[0]
 
 
-def refreshed_masks(variant: str, model: nn.Module, images: Tensor, settings: MaskSettings,
-                    seed: int, epoch: int, augmentation: dict[str, Any],
-                    world: World | None = None) -> Tensor:
-    """The masks `variant` trains with from global `epoch` on, from `model`'s CAMs; under several
-    ranks (`world`) each computes the CAM masks of its share of the images."""
+def paper_position_masks(model: nn.Module, images: Tensor, settings: MaskSettings, seed: int,
+                         epoch: int, augmentation: dict[str, Any],
+                         world: World | None = None) -> Tensor:
+    """The paper code's masks: CAM masks of `paper_pass`, in its order (masks[p] belongs to the
+    image at position p of the pass); under several ranks each computes its share."""
     from part.runtime.distributed import SINGLE, gather_masks
 
-    world = world or SINGLE
+    return gather_masks(world or SINGLE, lambda share: compute_masks(model, share, settings),
+                        paper_pass(images, seed, epoch, augmentation), settings.batch_size)
+
+
+def refreshed_masks(model: nn.Module, images: Tensor, settings: MaskSettings, seed: int,
+                    epoch: int, augmentation: dict[str, Any],
+                    world: World | None = None) -> Tensor:
+    """PART's masks from global `epoch` on, from `model`'s CAMs; under several ranks (`world`)
+    each computes the CAM masks of its share of the images."""
+    from part.runtime.distributed import SINGLE, gather_masks
+
     if settings.alignment == "paper":
-        cam_masks = paper_position_masks(model, images, settings, seed, epoch, augmentation)
-    else:
-        cam_masks = gather_masks(world, lambda share: compute_masks(model, share, settings),
-                                 images, settings.batch_size)
-    return training_masks(variant, cam_masks, seed, epoch)
+        return paper_position_masks(model, images, settings, seed, epoch, augmentation, world)
+    return gather_masks(world or SINGLE, lambda share: compute_masks(model, share, settings),
+                        images, settings.batch_size)

@@ -49,7 +49,7 @@ class NetworkBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
-    # DESIGN and the paper code take CAMs at block3. Its output is the pre-activation residual
+    # The paper code takes CAMs at block3. Its output is the pre-activation residual
     # sum; the classifier sees it only after the final bn1 + relu.
     cam_layer = "block3"
 

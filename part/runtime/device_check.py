@@ -57,6 +57,8 @@ PART_BUDGETS_S = {"install": 45, "versions": 15, "cuda_tests": 50, "repro": 75, 
 CPU_PART_BUDGETS_S = {**PART_BUDGETS_S, "repro": 120, "rerun": 40, "bench": 90}
 # The tiny study: on a GPU resnet18 (the paper's model) on a few hundred images; on the CPU
 # cnn_small on fewer, so that the CI run stays within about two minutes.
+# A part that runs out of time is interrupted this long (at most) before its limit
+INTERRUPT_GRACE_S = 10.0
 STUDY = {
     "cuda": {"model": "resnet18", "data": {"train_subset": 1024, "val_subset": 128,
                                            "test_subset": 256},
@@ -129,19 +131,26 @@ class DeviceCheck:
         return outcome.status
 
     def command(self, name: str, args: list[str], budget: float, cwd: Path = ROOT) -> Outcome:
-        """`args` in its own process group under `budget` seconds, output into <name>.log;
-        at the limit the whole group (dvc, torchrun, the stage) is killed."""
+        """`args` in its own process group under `budget` seconds, output into <name>.log.
+        Near the limit the whole group (dvc, torchrun, the stage) is interrupted, so that what
+        it has done is written (pytest's junit file of the tests run so far), and killed when
+        the limit comes."""
         log = self.out / f"{name}.log"
         with log.open("a") as sink:
             sink.write(f"$ {' '.join(args)}  (in {cwd}, {budget:.0f} s)\n")
             sink.flush()
             process = subprocess.Popen(args, cwd=cwd, env=self.env, stdout=sink,
                                        stderr=subprocess.STDOUT, start_new_session=True)
+            grace = min(INTERRUPT_GRACE_S, budget / 4)
             try:
-                code = process.wait(timeout=budget)
+                code = process.wait(timeout=budget - grace)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+                os.killpg(process.pid, signal.SIGINT)
+                try:
+                    process.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
                 return Outcome("timed_out", {"log": log.name, "command": " ".join(args)})
         status = "ok" if code == 0 else "failed"
         return Outcome(status, {"log": log.name, "command": " ".join(args), "exit_status": code})
@@ -168,11 +177,14 @@ def install(check: DeviceCheck, budget: float) -> Outcome:
                                   "scripts/device_wheels.sh on a machine with the registry"})
     base = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", str(WHEELS),
             "--disable-pip-version-check", "--quiet", *missing]
+    started = time.monotonic()
     outcome = check.command("install", base, budget)
     log = (check.out / "install.log").read_text()
     if outcome.status == "failed" and "externally-managed-environment" in log:
-        # A distribution's python (PEP 668) on a machine that is thrown away afterwards.
-        outcome = check.command("install", [*base, "--break-system-packages"], check.left() / 2)
+        # A distribution's python (PEP 668) on a machine that is thrown away afterwards; the
+        # retry has what is left of the install's own budget.
+        outcome = check.command("install", [*base, "--break-system-packages"],
+                                max(budget - (time.monotonic() - started), 1.0))
     importlib.invalidate_caches()
     still = missing_packages()
     outcome.detail.update({"installed": [name for name in missing if name not in still],

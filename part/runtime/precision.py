@@ -29,28 +29,14 @@ def effective_precision(precision: str, device: torch.device) -> str:
     return precision if device.type == "cuda" else "fp32"
 
 
-def _has_fp32_precision_api() -> bool:
-    """Whether this torch has the per-backend `fp32_precision` settings (torch 2.9 and newer).
-    Torch deprecates the legacy `allow_tf32` flags there, and refuses (a RuntimeError) to read a
-    legacy flag once the new API has set it, which torch.compile's inductor does."""
-    return hasattr(torch.backends.cuda.matmul, "fp32_precision") and hasattr(
-        getattr(torch.backends.cudnn, "conv", None), "fp32_precision")
-
-
 @contextmanager
 def numerics(precision: str) -> Iterator[None]:
     """TF32 tensor cores on for `tf32`, off (strict IEEE float32) otherwise, for CUDA matmuls
     and cuDNN convolutions; the settings are restored after. Plain fp32 must switch them off
-    because PyTorch's default leaves TF32 on for cuDNN convolutions."""
+    because PyTorch's default leaves TF32 on for cuDNN convolutions. Set through torch's
+    per-backend `fp32_precision` (every torch this package supports has it): torch refuses to
+    read the legacy `allow_tf32` flags once that API has set them, as torch.compile does."""
     tf32 = precision == "tf32"
-    if not _has_fp32_precision_api():
-        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
-        try:
-            yield
-        finally:
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-        return
     matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
     saved = matmul.fp32_precision, conv.fp32_precision
     matmul.fp32_precision = conv.fp32_precision = "tf32" if tf32 else "ieee"

@@ -21,7 +21,7 @@ from typing import Any
 
 # The per-epoch quantities, in the order they are logged. important_fraction exists only for
 # the CAM variants; an epoch without one logs none.
-LOGGED = ("lr", "train_loss", "train_adv_acc", "test_natural", "test_pgd", "important_fraction",
+LOGGED = ("lr", "train_loss", "train_adv_acc", "val_natural", "val_pgd", "important_fraction",
           "mean_budget")
 STEP = "step"  # DVCLive's name for the x axis: here, the global epoch number
 

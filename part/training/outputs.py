@@ -25,7 +25,7 @@ from part.params import Params
 from part.runtime.precision import effective_precision
 from part.training.spec import RunSpec, TrainData
 
-BEST_BY = "test_pgd"  # the history column that picks the best epoch
+BEST_BY = "val_pgd"  # the history column that picks the best epoch
 # the params every variant of a seed shares (all but the variant itself)
 SHARED_SECTIONS = ("dataset", "model", "method", "eps", "eps_low", "cam", "mask_rule", "seed",
                    "train", "mask")
@@ -33,7 +33,8 @@ SHARED_SECTIONS = ("dataset", "model", "method", "eps", "eps_low", "cam", "mask_
 
 @dataclass
 class BestEpoch:
-    """The best epoch so far: its number, its score and its weights (on the training device)."""
+    """The best epoch so far: its number, its score and its weights (on the training device;
+    empty on the ranks that write no files)."""
     epoch: int
     score: float
     weights: dict[str, Tensor]
@@ -43,9 +44,12 @@ def better(best: BestEpoch | None, row: dict[str, Any]) -> bool:
     return best is None or row[BEST_BY] > best.score  # strict: the earliest epoch wins a tie
 
 
-def best_of(model: nn.Module, row: dict[str, Any]) -> BestEpoch:
-    return BestEpoch(int(row["epoch"]), row[BEST_BY], {
-        key: value.detach().clone() for key, value in model.state_dict().items()})
+def best_of(model: nn.Module, row: dict[str, Any], keep_weights: bool = True) -> BestEpoch:
+    """The epoch of `row` as the best so far; its weights copied only where `keep_weights` (the
+    rank that writes the best checkpoint)."""
+    weights = ({key: value.detach().clone() for key, value in model.state_dict().items()}
+               if keep_weights else {})
+    return BestEpoch(int(row["epoch"]), row[BEST_BY], weights)
 
 
 def _data_digest(data: TrainData) -> str:

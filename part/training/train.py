@@ -114,22 +114,18 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainD
         for batch_index, batch in enumerate(batches):
             x, y, share = batch.images, batch.labels, batch.labels.shape[0]
             optimizer.zero_grad(set_to_none=True)
+            # A rank left no share of a last batch smaller than the ranks runs the same loss on
+            # its empty share: as many train-mode forwards (SyncBatchNorm's collectives) and the
+            # same gradient all-reduce as the others, with a gradient of zeros.
+            inputs = StepInputs(attack_model=model,
+                                draws=BatchDraws(attack_rng, batch.size, world.share(batch.size)))
             with autocast(precision, device):
-                if share == 0:  # a last batch smaller than the ranks left this rank none:
-                    zero = trainer(x).sum() * 0.0  # it joins the all-reduce with a zero gradient
-                else:
-                    inputs = StepInputs(attack_model=model,
-                                        draws=BatchDraws(attack_rng, batch.size,
-                                                         world.share(batch.size)))
-                    step = training_loss(params.method, trainer, x, y,
-                                         budget.for_batch(batch.masks), attack,
-                                         params.train.beta, inputs)
-            if share == 0:
-                zero.backward()
-            else:
-                # DDP averages over ranks; weighted by share, that is the whole batch's mean
-                weight = world.size * share / batch.size
-                (step.loss * weight if world.is_distributed else step.loss).backward()
+                step = training_loss(params.method, trainer, x, y, budget.for_batch(batch.masks),
+                                     attack, params.train.beta, inputs)
+            # DDP averages over ranks; weighted by share, that is the whole batch's mean
+            weight = world.size * share / batch.size
+            (step.loss * weight if world.is_distributed else step.loss).backward()
+            if share:
                 running.add(step.loss, step.logits_adv, y)
             optimizer.step()
             if on_batch is not None:
@@ -229,10 +225,10 @@ def _refresh_masks(run: _Run, epoch: int) -> None:
         if refresh or run.masks is None or not torch.equal(kept_counts(run.masks).cpu(), counts):
             run.masks = trace_masks(counts, (counts.shape[0], counts.shape[1],
                                              *data.image_shape[1:]),
-                                    run.params.seed, epoch).to(run.device)
+                                    run.params.seed, epoch, run.device, run.world)
     elif uses_cam(spec.variant) and not follows_part(spec.variant) and refresh:
         with numerics(run.precision):  # masks at the declared precision, like the attacks
-            run.masks = refreshed_masks(spec.variant, run.model, data.images, spec.mask_settings,
+            run.masks = refreshed_masks(run.model, data.images, spec.mask_settings,
                                         run.params.seed, epoch, augmentation(run.params),
                                         run.world)
 
@@ -283,7 +279,7 @@ def _epoch(run: _Run, epoch: int, trainer: nn.Module, display: Display) -> dict[
         torch.cuda.synchronize(run.device)
     row = {"epoch": epoch, "run": run.spec.name, "lr": lr,
            "train_loss": round(train_loss, 6), "train_adv_acc": round(train_acc, 6),
-           "test_natural": round(natural, 6), "test_pgd": round(robust, 6),
+           "val_natural": round(natural, 6), "val_pgd": round(robust, 6),
            "important_fraction": (round(important_fraction, 6)
                                   if important_fraction is not None
                                   and important_fraction == important_fraction else ""),
@@ -337,7 +333,7 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
             if writes:
                 log.log_epoch(row)
             if best_path is not None and better(run.best, row):
-                run.best = best_of(run.model, row)
+                run.best = best_of(run.model, row, keep_weights=writes)
             if writes:
                 save_state(run.state_path, run.model, run.optimizer, run.masks, run.best,
                            run.trace, params, data, spec, epoch, run.history, run.fingerprint,
