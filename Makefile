@@ -7,7 +7,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 export PATH := $(VIRTUAL_ENV)/bin:$(PATH)
 STAMP := $(VENV)/.setup.stamp
 
-.PHONY: setup repro test test-fast lint study
+.PHONY: setup repro test test-fast lint study docs
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	PART_VENV=$(VENV) bash scripts/setup.sh
@@ -32,6 +32,10 @@ test-fast: $(STAMP)
 # The dose-response study (README, "What the study shows"): a DVC pipeline of its own.
 study: $(STAMP)
 	cd study && dvc repro
+
+# The documentation pages drawn from the code (README, "A short tour"): docs/architecture.md.
+docs: $(STAMP)
+	python -m part.docs
 
 lint: $(STAMP)
 	ruff check part stages tests bench
