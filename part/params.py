@@ -89,6 +89,7 @@ class TrainParams:
     precision: str = "tf32"  # fp32 | tf32 | bf16 on CUDA; the CPU always runs fp32
     deterministic: bool = True  # CUDA: same bytes on a rerun (part/runtime/device.py); the CPU
     # always is
+    compile: bool = False  # the training loss and its attack through torch.compile
 
 
 @dataclass(frozen=True)

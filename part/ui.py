@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -56,10 +55,6 @@ def guarded(function: F) -> F:
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        # Past a file-size limit (ulimit -f) a write then fails with EFBIG, which the atomic
-        # writer reports with the file's name, instead of the signal killing the process.
-        if hasattr(signal, "SIGXFSZ"):
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         try:
             return function(*args, **kwargs)
         except PartError as error:

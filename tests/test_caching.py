@@ -145,8 +145,8 @@ def test_a_code_change_retrains_from_the_first_epoch(project):
     _restore(project)
 
 
-KILLED_STAGES = ("burnin@0", "masks@0", "train@baseline-0", "train@part-0",
-                 "evaluate@baseline-0", "evaluate@part-0")
+# evaluate@baseline-0 runs the same code as evaluate@part-0, which also attacks through masks
+KILLED_STAGES = ("burnin@0", "masks@0", "train@baseline-0", "train@part-0", "evaluate@part-0")
 
 
 @pytest.mark.parametrize("stage", KILLED_STAGES)

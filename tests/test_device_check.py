@@ -33,11 +33,13 @@ def test_the_cpu_run_skips_the_cuda_parts_and_runs_the_rest(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((out / "device_check.json").read_text())
     parts = report["parts"]
-    assert list(parts) == ["install", "versions", "cuda_tests", "repro", "rerun", "bench"]
+    assert list(parts) == ["install", "versions", "cuda_tests", "repro", "rerun", "compiled",
+                           "bench"]
     assert report["cuda"] is False and report["ok"] is True
     assert parts["install"]["status"] == "skipped"  # this environment has every package
     assert parts["cuda_tests"] == {**parts["cuda_tests"], "status": "skipped",
                                    "why": "no CUDA device"}
+    assert parts["compiled"]["status"] == "skipped"  # CI compiles training in test_train.py
     assert parts["versions"]["torch"] and parts["versions"]["cuda_available"] is False
     assert parts["repro"]["status"] == "ok"
     assert parts["repro"]["params"]["model"] == "cnn_small"

@@ -394,3 +394,26 @@ def test_masks_are_refreshed_at_the_declared_precision(burnin, tmp_path, monkeyp
         torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision = \
             before
     assert seen == [("ieee", "ieee")] * 2  # epochs 2 and 3, each refreshed
+
+
+def test_train_compile_runs_the_loss_and_its_attack_compiled_and_matches_eager(burnin, tmp_path):
+    """train.compile: the epoch loop's loss and its PGD run through torch.compile (dynamo
+    compiles graphs), and a PART epoch lands on eager's weights up to float reassociation.
+    A PGD step of 1e-6 keeps the examples all but the random start, so no sign flip of a
+    near-zero gradient moves them apart (tests/test_fast_paths.py explains the tolerance);
+    a rerun compiled is byte-identical."""
+    from torch._dynamo.utils import counters
+
+    raw_train = {"batch_size": 32, "steps": 2, "step_size": 1e-6, "monitor_subset": 32,
+                 "monitor_steps": 2, "augment": "crop_flip"}
+    eager_params = _tiny_params(epochs=2, train=raw_train)
+    compiled_params = _tiny_params(epochs=2, train={**raw_train, "compile": True})
+    eager, _ = _continue(eager_params, burnin, tmp_path / "eager", "part", "part")
+    graphs_before = counters["stats"]["unique_graphs"]
+    compiled, _ = _continue(compiled_params, burnin, tmp_path / "compiled", "part", "part")
+    assert counters["stats"]["unique_graphs"] > graphs_before
+    for name, value in _state(eager).items():
+        torch.testing.assert_close(_state(compiled)[name], value, rtol=1e-4, atol=1e-5,
+                                   msg=name)
+    again, _ = _continue(compiled_params, burnin, tmp_path / "again", "part", "part")
+    assert again.read_bytes() == compiled.read_bytes()

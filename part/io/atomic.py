@@ -79,7 +79,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise _write_error(path, error) from None
+        raise write_error(path, error) from None
     _remove_stale_temporaries(path)
     temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
@@ -91,13 +91,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except WriteError:
         raise
     except OSError as error:
-        raise _write_error(path, error) from None
+        raise write_error(path, error) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             temp.unlink()
 
 
-def _write_error(paths: Path | Sequence[Path], error: OSError) -> WriteError:
+def write_error(paths: Path | Sequence[Path], error: OSError) -> WriteError:
     paths = [paths] if isinstance(paths, Path) else list(paths)
     reason = error.strerror or str(error)
     kept = [path for path in paths if path.exists()]
@@ -123,7 +123,7 @@ def atomic_paths(paths: Sequence[str | os.PathLike]) -> Iterator[list[Path]]:
         except WriteError:
             raise
         except OSError as error:  # which of the files failed is not known: they go together
-            raise _write_error(paths, error) from None
+            raise write_error(paths, error) from None
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

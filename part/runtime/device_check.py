@@ -11,6 +11,8 @@ Its parts, each under its own time limit, in this order:
   project: resnet18 on synthetic 3x32x32 images, one burn-in epoch and one PART epoch,
   evaluated with natural, PGD-20 and a small AutoAttack;
 - rerun: `dvc repro -f -s train@part-0` there, and whether its checkpoint has the same bytes;
+- compiled: the same training with `train.compile: true` (CUDA only), its epoch's wall time
+  (compilation included) beside the eager one, and its checkpoint's md5;
 - bench: bench/bench_gpu.py's quick profile.
 
 Every part's result goes into OUTDIR/device_check.json as soon as it is known (so a run cut
@@ -38,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from part.io.paths import model_path
+from part.io.paths import model_path, timings_path
 
 ROOT = Path(__file__).resolve().parents[2]
 WHEELS = ROOT / ".device_wheels"
@@ -48,11 +50,11 @@ REPORT = "device_check.json"
 CARRIED = {"dvc": "dvc", "dvclive": "dvclive", "pyautoattack": "pyautoattack",
            "torchcam": "torchcam", "torchattacks": "torchattacks", "pyyaml": "yaml",
            "hypothesis": "hypothesis"}
-# Seconds per part on a GPU; the bench, last, gets whatever is left (at least 85 s when every
+# Seconds per part on a GPU; the bench, last, gets whatever is left (at least 45 s when every
 # other part takes its whole limit). Its quick profile writes each configuration as it ends, so
 # a cut keeps the configurations before it.
 PART_BUDGETS_S = {"install": 45, "versions": 15, "cuda_tests": 50, "repro": 75, "rerun": 25,
-                  "bench": TOTAL_BUDGET_S}
+                  "compiled": 45, "bench": TOTAL_BUDGET_S}
 # On a (shared, 2-core) CPU, with the CUDA parts skipped: the stages' start-up dominates there.
 CPU_PART_BUDGETS_S = {**PART_BUDGETS_S, "repro": 120, "rerun": 40, "bench": 90}
 # The tiny study: on a GPU resnet18 (the paper's model) on a few hundred images; on the CPU
@@ -319,6 +321,29 @@ def rerun(check: DeviceCheck, budget: float, repo: Path) -> Outcome:
     return outcome
 
 
+def _epoch_seconds(repo: Path) -> dict | None:
+    path = repo / timings_path("train", "part-0")
+    return json.loads(path.read_text())["epoch_seconds"] if path.is_file() else None
+
+
+def compiled(check: DeviceCheck, budget: float, repo: Path) -> Outcome:
+    """The PART training again through torch.compile (train.compile), as the pipeline runs it."""
+    import yaml  # carried: not importable before the install part
+
+    eager = _epoch_seconds(repo)
+    if eager is None:
+        return Outcome("not_run", {"why": "the repro trained no part-0"})
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["compile"] = True
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    outcome = check.command("compiled", [sys.executable, "-m", "dvc", "repro", "-s",
+                                         "train@part-0"], budget, repo)
+    outcome.detail.update({"eager_epoch_s": eager, "compiled_epoch_s": _epoch_seconds(repo),
+                           "includes": "the compilation of the first epoch's graphs",
+                           "md5": _md5(repo / RERUN_OUTPUT)})
+    return outcome
+
+
 def bench(check: DeviceCheck, budget: float) -> Outcome:
     out = check.out / "bench_quick.json"
     sizes = [] if check.report["cuda"] else BENCH_CPU_SIZES
@@ -344,6 +369,7 @@ def run_check(out: Path, budget_s: float = TOTAL_BUDGET_S) -> dict:
         repo = make_study(Path(temporary), kind)
         check.part("repro", lambda budget: repro(check, budget, repo))
         check.part("rerun", lambda budget: rerun(check, budget, repo))
+        check.part("compiled", lambda budget: compiled(check, budget, repo), needs_cuda=True)
         for name in ("dvc.lock", "params.yaml"):
             if (repo / name).is_file():
                 shutil.copy(repo / name, out / f"study_{name}")

@@ -91,13 +91,15 @@ from part.ui import console
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainData,
                 budget: EpochBudget, params: Params, epoch: int, device: torch.device,
                 on_batch: Callable[[int, RunningMeans], None] | None = None,
-                world: World = SINGLE, trainer: nn.Module | None = None) -> RunningMeans:
+                world: World = SINGLE, trainer: nn.Module | None = None,
+                attacker: nn.Module | None = None) -> RunningMeans:
     """One pass over the training set under `budget` (per-sample masks or one uniform eps).
     Under several ranks each builds and trains on its share of every global batch, its loss
     weighted by its share, and `trainer` (the model in DistributedDataParallel) averages the
-    gradients during the backward pass (part/runtime/distributed.py); the attacks run on `model`.
-    The returned means are this rank's."""
+    gradients during the backward pass (part/runtime/distributed.py); the attacks run on
+    `attacker` (`model`, or `model` compiled). The returned means are this rank's."""
     trainer = model if trainer is None else trainer
+    attacker = model if attacker is None else attacker
     # The same seeds per epoch for every run: baseline and PART see the same batches,
     # augmentations and random starts, so their comparison is paired.
     order = epoch_order(data.images.shape[0], params.seed, epoch, device)
@@ -117,7 +119,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, data: TrainD
             # A rank left no share of a last batch smaller than the ranks runs the same loss on
             # its empty share: as many train-mode forwards (SyncBatchNorm's collectives) and the
             # same gradient all-reduce as the others, with a gradient of zeros.
-            inputs = StepInputs(attack_model=model,
+            inputs = StepInputs(attack_model=attacker,
                                 draws=BatchDraws(attack_rng, batch.size, world.share(batch.size)))
             with autocast(precision, device):
                 step = training_loss(params.method, trainer, x, y, budget.for_batch(batch.masks),
@@ -152,6 +154,7 @@ class _Run:
     masks: Tensor | None = None  # the masks the variant trains with (None: a uniform budget)
     history: list[dict[str, Any]] = field(default_factory=list)
     best: BestEpoch | None = None
+    attacker: nn.Module | None = None  # what the training attack runs on (train.compile)
 
 
 def _start(params: Params, spec: RunSpec, data: TrainData, device: torch.device,
@@ -250,6 +253,15 @@ def _set_learning_rate(run: _Run, epoch: int) -> float:
     return lr
 
 
+def _compiled(run: _Run, trainer: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """What the training loss and its attack run through: with train.compile, torch.compile of
+    the trainer and of the model (one graph cache each, the model's own weights). CAM needs the
+    plain module's hooks and the monitor runs once an epoch: both keep the model itself."""
+    if not run.params.train.compile:
+        return trainer, run.model
+    return torch.compile(trainer), torch.compile(run.model)
+
+
 def _epoch(run: _Run, epoch: int, trainer: nn.Module, display: Display) -> dict[str, Any]:
     """Train and monitor one epoch; its row of the history."""
     started = time.perf_counter()
@@ -269,7 +281,8 @@ def _epoch(run: _Run, epoch: int, trainer: nn.Module, display: Display) -> dict[
                 task.advance(1)
 
         running = train_epoch(run.model, run.optimizer, run.data, budget, run.params, epoch,
-                              run.device, on_batch=show, world=run.world, trainer=trainer)
+                              run.device, on_batch=show, world=run.world, trainer=trainer,
+                              attacker=run.attacker)
     running.combine(lambda sums: sum_across(sums, run.world))
     average_buffers(run.model, run.world)
     train_loss, train_acc = running.final()
@@ -323,10 +336,12 @@ def train_run(params: Params, spec: RunSpec, data: TrainData, device: torch.devi
     join(world, device)
     run = _start(params, spec, data, device, world, state_dir)
     _resume(run)
-    trainer = data_parallel(run.model, world, device)
+    trainer, run.attacker = _compiled(run, data_parallel(run.model, world, device))
     writes = world.is_main
+    staging = state_dir / f"{spec.name}.dvclive"  # beside the resume state, git-ignored
     with Display(show_progress and writes) as display, \
-            (TrainingLog(log_dir, run.history) if writes else contextlib.nullcontext()) as log:
+            (TrainingLog(log_dir, run.history, staging) if writes
+             else contextlib.nullcontext()) as log:
         for epoch in range(run.first_epoch, spec.last_epoch + 1):
             row = _epoch(run, epoch, trainer, display)
             run.history.append(row)
