@@ -110,8 +110,24 @@ _FROM_PARAMS = "default: params.yaml's, else"
 @app.command()
 @guarded
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="a part checkpoint (.safetensors)"),
+    checkpoint: Path = typer.Argument(
+        ..., help="a part checkpoint, or with --arch plain weights (.safetensors or .pt)"),
     data: Path = typer.Option(DEFAULT_TEST_SET, "--data", help="a prepared test split"),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="instead of --data: this data set's test split, from its source"),
+    data_root: str | None = typer.Option(None, "--data-root",
+                                         help="where --dataset's files are (default: searched)"),
+    arch: str | None = typer.Option(
+        None, "--arch", help="plain weights: a registered model or an import path module:factory"),
+    num_classes: int | None = typer.Option(None, "--num-classes", min=1,
+                                           help="with --arch (default: the data's)"),
+    in_channels: int | None = typer.Option(None, "--in-channels", min=1,
+                                           help="with --arch (default: the data's)"),
+    mean: str | None = typer.Option(None, "--mean", help="with --arch, a model that expects "
+                                    "normalised inputs: per-channel means, e.g. 0.49,0.48,0.45"),
+    std: str | None = typer.Option(None, "--std", help="with --mean: per-channel std devs"),
+    cam_layer: str | None = typer.Option(None, "--cam-layer",
+                                         help="with --arch: the submodule CAM reads"),
     attacks: str | None = typer.Option(
         None, "--attacks",
         help=f"comma-separated, from: {', '.join(ATTACKS)} ({_FROM_PARAMS} all)"),
@@ -156,31 +172,80 @@ def evaluate(
     json_path: Path | None = typer.Option(None, "--json", help="also write the metrics here"),
 ) -> None:
     """Robust accuracy of a checkpoint under natural, FGSM, PGD-20, CW-inf-20, MMA, PGD on the
-    CAM-unimportant pixels, AutoAttack: each with its n and Wilson 95% interval."""
+    CAM-unimportant pixels, AutoAttack: each with its n and Wilson 95% interval. With --arch,
+    plain weights (a state_dict) of that architecture; --dataset reads a data set's test split
+    from its source instead of a prepared file."""
+    _evaluate_command(dict(locals()))
+
+
+def _evaluate_command(options: dict[str, Any]) -> None:
     from part.attacks.suite import parse_attacks
     from part.evaluation.evaluate import evaluate_checkpoint
     from part.evaluation.frontier import budget_text
     from part.evaluation.outcomes import write_adversarial, write_metrics
     from part.params import parse_budget
 
-    given = {"attacks": None if attacks is None else parse_attacks(attacks),  # a typo fails first
-             "eps": None if eps is None else parse_budget(eps, "--eps"),
-             "step_size": None if step_size is None else parse_budget(step_size, "--step-size"),
-             "n": n, "n_autoattack": n_autoattack, "steps": steps, "batch_size": batch_size,
-             "seed": seed, "device": device, "autoattack_version": aa_version}
-    settings = _evaluation_settings(given, params_path,
-                                    {"method": cam, "rule": mask_rule, "quantile": quantile})
-    metrics = evaluate_checkpoint(checkpoint, data, **settings,
-                                  keep_adversarial=save_adv is not None)
-    if json_path is not None:
-        write_metrics(json_path, metrics)
-    if save_adv is not None:
-        write_adversarial(save_adv, metrics)
-    title = (f"{checkpoint.name}: {metrics['model']} {metrics['method']}, epoch "
-             f"{metrics['epoch']}, eps {budget_text(metrics['eps'])}, step "
-             f"{budget_text(metrics['step_size'])} (settings not given: "
+    o = options
+    given = {"attacks": None if o["attacks"] is None else parse_attacks(o["attacks"]),
+             "eps": None if o["eps"] is None else parse_budget(o["eps"], "--eps"),
+             "step_size": (None if o["step_size"] is None
+                           else parse_budget(o["step_size"], "--step-size")),
+             "n": o["n"], "n_autoattack": o["n_autoattack"], "steps": o["steps"],
+             "batch_size": o["batch_size"], "seed": o["seed"], "device": o["device"],
+             "autoattack_version": o["aa_version"]}  # a typo in --attacks fails first
+    settings = _evaluation_settings(given, o["params_path"], {
+        "method": o["cam"], "rule": o["mask_rule"], "quantile": o["quantile"]})
+    keep = o["save_adv"] is not None
+    if o["arch"] is None and o["checkpoint"].suffix == ".pt":
+        from part.evaluation.weights import WeightsError
+
+        raise WeightsError(f"{o['checkpoint']}: a .pt file holds plain weights; give their "
+                           "architecture with --arch (and --dataset or --data for the test split)")
+    if o["arch"] is None and o["dataset"] is None:
+        metrics = evaluate_checkpoint(o["checkpoint"], o["data"], **settings,
+                                      keep_adversarial=keep)
+    else:  # plain weights: no training eps or step to default to
+        metrics = _evaluate_plain(o, {**settings, "eps": given["eps"],
+                                      "step_size": given["step_size"], "keep_adversarial": keep})
+    if o["json_path"] is not None:
+        write_metrics(o["json_path"], metrics)
+    if keep:
+        write_adversarial(o["save_adv"], metrics)
+    made = (f"{metrics['method']}, epoch {metrics['epoch']}" if o["arch"] is None
+            else "architecture from the command line")
+    params_path = o["params_path"]
+    title = (f"{o['checkpoint'].name}: {metrics['model']} {made}, eps "
+             f"{budget_text(metrics['eps'])}, step {budget_text(metrics['step_size'])} "
+             "(settings not given: "
              f"{params_path if params_path.is_file() else 'built-in defaults'})")
     stdout.print(metrics_table(metrics, title))
+
+
+def _channel_values(option: str, text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(value) for value in text.split(",")]
+    except ValueError:
+        from part.evaluation.weights import WeightsError
+
+        raise WeightsError(f"{option}: give comma-separated numbers such as 0.5,0.5,0.5, got "
+                           f"{text!r}") from None
+
+
+def _evaluate_plain(o: dict[str, Any], settings: dict[str, Any]) -> Any:
+    """`evaluate` on plain weights (--arch), on a prepared file or --dataset's test split."""
+    from part.evaluation.weights import WeightsError, evaluate_weights, read_test_split
+
+    if o["arch"] is None:
+        raise WeightsError("--dataset evaluates plain weights: give their architecture with "
+                           "--arch (a part checkpoint is evaluated on a prepared --data file)")
+    images, labels, source = read_test_split(None if o["dataset"] else o["data"],
+                                             o["dataset"], o["data_root"])
+    return evaluate_weights(o["checkpoint"], o["arch"], images, labels, source,
+                            num_classes=o["num_classes"], in_channels=o["in_channels"],
+                            cam_layer=o["cam_layer"], mean=_channel_values("--mean", o["mean"]),
+                            std=_channel_values("--std", o["std"]), **settings)
 
 
 def _evaluation_settings(given: dict[str, Any], params_path: Path,

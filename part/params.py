@@ -60,6 +60,7 @@ class DataParams:
     test_subset: int | None = None
     seed: int = 0  # picks the subsets (and the monitor examples): the same for every training seed
     download: bool = True  # try a download where the data set is missing and a network exists
+    image_size: int | None = None  # imagefolder: resize every image to this square size
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ class DistributedParams:
 @dataclass(frozen=True)
 class Params:
     dataset: str = "fashion-mnist"
-    model: str = "cnn_small"
+    model: str = "cnn_small"  # a registered model, or an import path module:factory
+    cam_layer: str | None = None  # the submodule CAM reads; None: the model's own cam_layer
     method: str = "at"
     cam: str = "gradcam"
     mask_rule: str = "official"
@@ -224,6 +226,7 @@ _POSITIVE_INTS = {
     "eval.n_autoattack",
     "data.train_subset",
     "data.test_subset",
+    "data.image_size",
     "eval.n",
     "distributed.nproc_per_node",
 }
@@ -264,6 +267,13 @@ def _convert(key: str, value: Any, annotation: str, checked: Callable[[str], boo
         raise ParamsError(f"{key}: a value is required here, got null")
     if key in _BUDGET_KEYS:
         return parse_budget(value, key)
+    if key == "model" and isinstance(value, str) and ":" in value:
+        from part.models.registry import is_import_path
+
+        if not is_import_path(value):
+            raise ParamsError(f"model: {value!r} is not an import path module:factory such as "
+                              "user_models.nets:small_net")
+        return value
     if key in _CHOICES:
         if not isinstance(value, str):
             raise ParamsError(f"{key}: expected text, got {value!r}")

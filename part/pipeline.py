@@ -110,7 +110,8 @@ def run_prepare(params: Params) -> dict:
                               train_subset=params.data.train_subset,
                               val_subset=params.data.val_subset,
                               test_subset=params.data.test_subset, seed=params.data.seed,
-                              download=params.data.download)
+                              download=params.data.download,
+                              image_size=params.data.image_size)
     console.print(f"prepared {params.dataset}: {summary}")
     return summary
 

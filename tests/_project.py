@@ -125,12 +125,21 @@ def shipped_params_with(overrides: dict) -> dict:
     return params
 
 
+def copy_pipeline(repo: Path) -> None:
+    """What a fresh clone holds of the pipeline (part.io.paths.PIPELINE_FILES), bytecode aside."""
+    from part.io.paths import PIPELINE_FILES
+
+    for name in PIPELINE_FILES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, repo / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            repo.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, repo / name)
+
+
 def make_project(repo: Path, **overrides) -> Path:
-    for name in ("part", "stages"):
-        shutil.copytree(ROOT / name, repo / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for name in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(ROOT / name, repo / name)
+    copy_pipeline(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(shipped_params_with({**TINY, **overrides}),
                                                      sort_keys=False))
     (repo / ".gitignore").write_text("/runs/\n/timings/\n__pycache__/\n")

@@ -180,3 +180,22 @@ def test_gradcam_at_cam_layer_is_the_classic_cam(models_by_channels, name: str) 
     classic = classic - classic.amin(dim=(1, 2), keepdim=True)
     classic = classic / classic.amax(dim=(1, 2), keepdim=True)
     torch.testing.assert_close(gradcam, classic, rtol=1e-4, atol=1e-4)
+
+
+def test_an_import_path_builds_an_own_architecture_with_its_cam_layer():
+    from part.models.registry import ModelError
+
+    model = build_model("user_models.example:tiny_net", num_classes=4, in_channels=1)
+    assert model.cam_layer == "features" and model.model_name == "user_models.example:tiny_net"
+    assert model(torch.rand(2, 1, 16, 16)).shape == (2, 4)
+    chosen = build_model("user_models.example:tiny_net", 4, 1, cam_layer="features.0")
+    assert chosen.cam_layer == "features.0"
+    for name, says in (("user_models.nowhere:net", "cannot import user_models.nowhere"),
+                       ("user_models.example:absent", "no callable absent"),
+                       ("user_models.example:TinyNet.cam_layer", "unknown model"),
+                       ("torch:zeros", "give the factory these two keyword arguments"),
+                       ("builtins:dict", "returned a dict, not a torch.nn.Module")):
+        with pytest.raises(ModelError, match=says):
+            build_model(name, 4, 1)
+    with pytest.raises(ModelError, match="names CAM layer 'nowhere'"):
+        build_model("user_models.example:tiny_net", 4, 1, cam_layer="nowhere")

@@ -5,6 +5,8 @@
   CIFAR-10 binary, SVHN .mat), `jpeg_tree` (TinyImageNet-200) and `synthetic` (no files);
   `reading` holds what they share: whole-file reads that record each sha256.
 - `prepared`: `prepare_dataset` writes train/test.safetensors; `load_prepared` validates and loads.
+- `own`: a researcher's own data, an image folder (`imagefolder`) or an .npz of arrays
+  (`arrays`), read into the same canonical prepared files.
 - `subset`: seeded, class-balanced subsets.
 - `augment`: device-side random crop and flip, for the training stages only (prepare does not
   import it, so a change to it does not rerun prepare).

@@ -23,6 +23,9 @@ DEFAULT_AUGMENTATION: dict[str, dict[str, Any]] = {
     "fashion-mnist": {"crop_padding": 0, "flip": False},
     # A flip maps stripes at 18k degrees to 18(10-k) degrees, another class's pattern: none.
     "synthetic": {"crop_padding": 0, "flip": False},
+    # Your own data: whether a flip keeps the class is yours to say (train.augment: crop_flip).
+    "imagefolder": {"crop_padding": 0, "flip": False},
+    "arrays": {"crop_padding": 0, "flip": False},
 }
 
 

@@ -4,7 +4,6 @@ val/val_annotations.txt. JPEGs are decoded with PIL on a thread pool."""
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -14,7 +13,7 @@ import numpy as np
 import torch
 
 from part.data import RawSplit
-from part.data.reading import data_error_for, read_bytes, read_file
+from part.data.reading import data_error_for, decode_rgb, read_bytes, read_file
 from part.io.hashing import sha256_hex
 
 TINYIMAGENET_DIR = "tiny-imagenet-200"
@@ -91,20 +90,6 @@ def _decode_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _decode_with_pil(path: Path, data: bytes, size: int) -> np.ndarray:
-    """Any format and mode PIL reads, as RGB resized to size x size; errors name the file."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            rgb = image.convert("RGB")
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            return np.asarray(rgb)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise data_error_for(path, f"not a readable image ({exc})", TINYIMAGENET_FIX) from exc
-
-
 def _decode_chunk(paths: Sequence[Path], size: int, out: np.ndarray) -> list[str]:
     """Decode `paths` into `out` [n,size,size,3] with PIL; returns their sha256 digests.
 
@@ -113,7 +98,7 @@ def _decode_chunk(paths: Sequence[Path], size: int, out: np.ndarray) -> list[str
     digests = []
     for i, path in enumerate(paths):
         blob = read_bytes(path)
-        out[i] = _decode_with_pil(path, blob, size)
+        out[i] = decode_rgb(path, blob, size, TINYIMAGENET_FIX)
         digests.append(sha256_hex(blob))
     return digests
 

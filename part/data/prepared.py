@@ -157,6 +157,7 @@ def prepare_dataset(
     test_subset: int | None = None,
     seed: int = 0,
     download: bool = True,
+    image_size: int | None = None,
 ) -> dict[str, Any]:
     """Read both splits, hold a validation split out of the training one, optionally take seeded
     class-balanced subsets, and write out_dir/train.safetensors, out_dir/val.safetensors and
@@ -177,7 +178,7 @@ def prepare_dataset(
     subsets = {"train": train_subset, "test": test_subset}
     splits: dict[str, tuple[RawSplit, dict | None]] = {}
     for split in SPLITS:
-        raw = load_source(dataset, split, root=root, download=download)
+        raw = load_source(dataset, split, root=root, download=download, image_size=image_size)
         if split == "train":
             validation, raw, held_out = _hold_out(raw, val_subset, seed)
             splits["val"] = (validation, held_out)
@@ -188,8 +189,13 @@ def prepare_dataset(
     labels = {"train": "train", "val": "val" if val_subset else "test", "test": "test"}
     class_names = splits["train"][0].class_names
     if splits["test"][0].class_names != class_names:
-        raise DataError(f"{dataset}: the train and test splits list different class names; "
-                        "the source files come from different releases")
+        raise DataError(f"{dataset}: the train and test splits list different classes "
+                        f"({class_names} and {splits['test'][0].class_names}); give both "
+                        "splits the same classes")
+    shapes = [tuple(splits[name][0].images.shape[1:]) for name in ("train", "test")]
+    if shapes[0] != shapes[1]:
+        raise DataError(f"{dataset}: train images are {shapes[0]} (channels, height, width), "
+                        f"test images {shapes[1]}; give both splits one format")
     finals = [out / f"{split}.safetensors" for split in splits]
     try:
         # The files replace the old ones together, or none does.

@@ -3,6 +3,7 @@ that name the file."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -34,3 +35,19 @@ def check_label_range(path: Path, labels: np.ndarray, low: int, high: int) -> No
         raise data_error_for(
             path, f"labels range over [{labels.min()}, {labels.max()}], expected [{low}, {high}]",
             "the file is corrupt or from another data set: download it again")
+
+
+def decode_rgb(path: Path, data: bytes, size: int | None, fix: str) -> np.ndarray:
+    """An image file's bytes (any format and mode PIL reads) as RGB uint8 [H,W,3], resized to
+    size x size (bilinear) where given and different; an unreadable file is a DataError naming
+    it, with `fix`. (PIL, not torchvision.io: its decoders are deprecated since 0.29.)"""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            rgb = image.convert("RGB")
+            if size is not None and rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+            return np.asarray(rgb)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise data_error_for(path, f"not a readable image ({exc})", fix) from exc

@@ -36,6 +36,7 @@ from part.data.jpeg_tree import (
     read_tinyimagenet,
     tinyimagenet_files,
 )
+from part.data.own import read_arrays, read_imagefolder
 from part.data.synthetic import make_synthetic
 from part.io.paths import RAW_DIR
 
@@ -107,7 +108,10 @@ _CATALOGUE: dict[str, Source] = {source.name: source for source in (
            downloads={"train": (_TINYIMAGENET,), "test": (_TINYIMAGENET,)},
            inner_dirs=(TINYIMAGENET_DIR,)),
 )}
-SOURCES: tuple[str, ...] = (*_CATALOGUE, SYNTHETIC)
+# A researcher's own data (part/data/own.py): data.root names the folder or the .npz file.
+IMAGEFOLDER, ARRAYS = "imagefolder", "arrays"
+OWN_SOURCES = (IMAGEFOLDER, ARRAYS)
+SOURCES: tuple[str, ...] = (*_CATALOGUE, SYNTHETIC, *OWN_SOURCES)
 
 # What a failed download may raise: network (URLError is an OSError), checksum mismatch
 # (RuntimeError from torchvision), or a broken archive.
@@ -142,7 +146,7 @@ def find_source_root(name: str, root: str | Path | None = None) -> Path | None:
     """The local directory that holds both splits of data set `name`, or None (also for
     `synthetic`, which has no directory)."""
     check_source(name)
-    if name == SYNTHETIC:
+    if name == SYNTHETIC or name in OWN_SOURCES:
         return None
     source = _CATALOGUE[name]
     for directory in _candidate_dirs(source, _search_bases(name, root)):
@@ -237,8 +241,21 @@ def _fetch(source: Source, split: str, root: str | Path | None, download: bool) 
     raise DataError(_missing_message(source, split, bases, target, why))
 
 
+def _load_own(name: str, split: str, root: str | Path | None,
+              image_size: int | None) -> RawSplit:
+    if root is None:
+        what = ("the folder that holds train/<class>/* and test/<class>/*" if name == IMAGEFOLDER
+                else "the .npz file that holds x_train, y_train, x_test and y_test")
+        raise DataError(f"dataset {name} reads your own data: set data.root to {what}")
+    root = Path(root).expanduser()
+    if name == IMAGEFOLDER:
+        return read_imagefolder(root, split, image_size)
+    return read_arrays(root, split)
+
+
 def load_source(
-    name: str, split: str, root: str | Path | None = None, download: bool = True
+    name: str, split: str, root: str | Path | None = None, download: bool = True,
+    image_size: int | None = None,
 ) -> RawSplit:
     """Read one split of a data set from its published on-disk format.
 
@@ -246,11 +263,15 @@ def load_source(
     of every file read (keyed by path relative to the data directory). A data set that is not
     found locally is downloaded into `root` (or data/raw/<name>) when `download` is true; if that
     is impossible one DataError says where it looked, what it expected and how to get it.
+    `imagefolder` and `arrays` read `root` itself (an image folder, resized to `image_size`
+    where given, or an .npz file).
     """
     check_source(name)
     check_split(split)
     if name == SYNTHETIC:
         return make_synthetic(split)
+    if name in OWN_SOURCES:
+        return _load_own(name, split, root, image_size)
     source = _CATALOGUE[name]
     data_dir = _find_split_dir(source, split, _search_bases(name, root))
     if data_dir is None:

@@ -8,6 +8,8 @@
 - `report`: reports/ (the tables and the plot of the default run).
 - `frontier`: natural against robust accuracy over an eps_low sweep.
 - `export`: a checkpoint in RobustBench's layout.
+- `weights`: plain weights this project did not write (a state_dict, the architecture given),
+  normalised inputs wrapped so the attacks stay in pixel space.
 """
 
 from part.evaluation.evaluate import evaluate_checkpoint, evaluate_model

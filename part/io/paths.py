@@ -29,6 +29,12 @@ FRONTIER_PLOT = REPORTS_DIR / "frontier.png"  # `part-cli frontier`, not a stage
 FRONTIER_TABLE = REPORTS_DIR / "frontier.md"
 STATE_DIR = Path("runs")  # resume states: not outputs, git-ignored
 TIMINGS_DIR = Path("timings")  # wall times: not results, not declared in dvc.yaml, not in git
+OWN_MODELS_DIR = Path("user_models")  # your architectures: a dep of every model-building stage
+OWN_DATA_DIR = Path("data/own")  # your data sets: a dep of prepare
+# What a working copy of the pipeline holds besides params.yaml (the device check's study, the
+# tests' tiny projects copy exactly this).
+PIPELINE_FILES = (Path("part"), Path("stages"), OWN_MODELS_DIR, OWN_DATA_DIR, Path("dvc.yaml"),
+                  Path(".dvcignore"))
 
 
 def run_name(variant: str, seed: int) -> str:

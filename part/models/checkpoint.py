@@ -221,7 +221,8 @@ def _read_raw_metadata(path: Path) -> dict[str, str]:
     if fmt is None:
         raise CheckpointError(
             f"{where} is a safetensors file but not a part checkpoint (no "
-            f"{FORMAT_KEY!r}={FORMAT!r} metadata); write it with "
+            f"{FORMAT_KEY!r}={FORMAT!r} metadata); for plain weights give their architecture "
+            "(part-cli evaluate ... --arch NAME), or write a checkpoint with "
             "part.models.checkpoint.save_checkpoint"
         )
     if fmt != FORMAT:
@@ -274,7 +275,8 @@ def _build_from_meta(path: Path, meta: Mapping[str, Any]) -> nn.Module:
     # fork_rng: loading a checkpoint must not move the global RNG that training relies on.
     with torch.random.fork_rng(devices=[]):
         try:
-            return build_model(meta["model"], meta["num_classes"], meta["in_channels"])
+            return build_model(meta["model"], meta["num_classes"], meta["in_channels"],
+                               cam_layer=meta.get("cam_layer"))
         except ModelError as err:
             raise CheckpointError(f"checkpoint {path}: {err}") from err
 

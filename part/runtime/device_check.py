@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from part.io.paths import model_path, timings_path
+from part.io.paths import PIPELINE_FILES, model_path, timings_path
 
 ROOT = Path(__file__).resolve().parents[2]
 WHEELS = ROOT / ".device_wheels"
@@ -75,7 +75,7 @@ STUDY = {
 STUDY_COMMON = {"dataset": "synthetic", "eps": "8/255", "eps_low": "7/255", "epochs": 2,
                 "burn_in_epochs": 1, "seeds": [0], "variants": ["baseline", "part"],
                 "device": "auto", "eval": {"attacks": ["natural", "pgd20", "autoattack"]}}
-STUDY_FILES = ("part", "stages", "dvc.yaml", ".dvcignore", "params.yaml")
+STUDY_FILES = (*map(str, PIPELINE_FILES), "params.yaml")
 BENCH_CPU_SIZES = ["--n", "32", "--n-eval", "8", "--repeats", "1", "--batch-size", "16"]
 
 

@@ -87,8 +87,10 @@ def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int,
     uses_map = uses_cam(spec.variant)
     # For uniform_matched the mean budget is the one eps it trained with in that epoch.
     budgets = {str(row["epoch"]): row["mean_budget"] for row in history}
+    chosen_layer = {"cam_layer": params.cam_layer} if params.cam_layer is not None else {}
     return {
         "model": params.model,
+        **chosen_layer,
         "num_classes": data.num_classes,
         "in_channels": data.image_shape[0],
         "image_size": data.image_shape[1],

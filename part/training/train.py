@@ -168,7 +168,8 @@ def _start(params: Params, spec: RunSpec, data: TrainData, device: torch.device,
     if spec.init_checkpoint is None:
         torch.manual_seed(params.seed)
         model = build_model(params.model, num_classes=data.num_classes,
-                            in_channels=data.image_shape[0]).to(device)
+                            in_channels=data.image_shape[0],
+                            cam_layer=params.cam_layer).to(device)
         init_momentum: dict[str, Tensor] = {}
     else:
         model, _ = load_checkpoint(spec.init_checkpoint, device=device, expect={
