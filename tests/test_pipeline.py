@@ -164,15 +164,6 @@ def test_another_test_subset_retrains_nothing_while_a_validation_split_is_held_o
     assert changed == {"evaluate@baseline-0", "evaluate@part-0", "report"}, status
 
 
-def test_cam_reruns_the_cam_branch_and_evaluations_never_prepare_burnin_or_baseline(project):
-    result = _run(["dvc", "exp", "run", "-S", "cam=layercam"], project)
-    # pgd_unimportant attacks every model where its own CAM points away: the baseline's
-    # evaluation reruns too, its training does not.
-    assert _ran(result) == {"masks@0", "budgets", "train@part-0", "evaluate@part-0",
-                            "evaluate@baseline-0", "report"}
-    _reset(project)
-
-
 def _changed_stages(project: Path, **overrides) -> set[str]:
     """The stages `dvc status` lists once params.yaml takes `overrides`: those whose own deps,
     params or outputs differ from dvc.lock (a new stage has no entry there)."""
@@ -185,6 +176,15 @@ def _changed_stages(project: Path, **overrides) -> set[str]:
         _reset(project)
     return {line.rstrip(":") for line in status.splitlines()
             if line and not line[0].isspace() and line.endswith(":")}
+
+
+def test_cam_changes_the_cam_branch_and_evaluations_never_prepare_burnin_or_baseline(project):
+    # pgd_unimportant attacks every model where its own CAM points away: the baseline's
+    # evaluation reads `cam` too, its training does not. DVC's status names the stages whose
+    # own params changed; train@part-0 follows them through budgets/part.json, which records
+    # the CAM settings (test_eps_low_reruns_only_the_part_branch runs that chain end to end).
+    assert _changed_stages(project, cam="layercam") == {
+        "masks@0", "budgets", "evaluate@part-0", "evaluate@baseline-0", "report"}
 
 
 def test_adding_a_seed_or_a_control_changes_only_its_own_stages(project):

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The documented parameters, in order: a rename, a removal or a reordering breaks callers.
 SIGNATURES = {
-    "build_model": ["name", "num_classes", "in_channels"],
+    "build_model": ["name", "num_classes", "in_channels", "cam_layer"],
     "pgd": ["model", "x", "y", "eps", "step_size", "steps", "random_start", "loss", "target",
             "clean_logits", "start", "start_eps", "draws"],
     "cam": ["model", "x", "method", "layer", "class_idx"],

@@ -27,8 +27,8 @@ from part.training.spec import RunSpec, TrainData
 
 BEST_BY = "val_pgd"  # the history column that picks the best epoch
 # the params every variant of a seed shares (all but the variant itself)
-SHARED_SECTIONS = ("dataset", "model", "method", "eps", "eps_low", "cam", "mask_rule", "seed",
-                   "train", "mask")
+SHARED_SECTIONS = ("dataset", "model", "cam_layer", "method", "eps", "eps_low", "cam", "mask_rule",
+                   "seed", "train", "mask")
 
 
 @dataclass
