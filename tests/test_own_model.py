@@ -22,6 +22,7 @@ from test_own_data import make_image_folder
 from part.data.sources import find_source_root, load_source
 from part.evaluation.weights import load_weights
 from part.models import build_model
+from part.models.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.slow
 EVAL = ["--eps", "8/255", "--attacks", "natural,pgd20", "--n", "48", "--batch-size", "48",
@@ -187,6 +188,15 @@ def test_an_own_architecture_trains_on_an_image_folder_through_dvc_repro(own_rep
     assert result.returncode == 0, result.stderr[-2000:]
     again = json.loads((own_repro / "again.json").read_text())
     assert again["natural"] == metrics["natural"]
+    # the same weights as a plain state_dict, the architecture given, on the prepared --data
+    model, _ = load_checkpoint(own_repro / "models/part-0.safetensors")
+    save_file(model.state_dict(), str(own_repro / "plain.safetensors"))
+    result = _cli(own_repro, "plain.safetensors", "--arch", OWN_MODEL, "--data",
+                  "data/prepared/test.safetensors", "--eps", "8/255", "--attacks", "natural",
+                  "--json", "plain.json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    plain = json.loads((own_repro / "plain.json").read_text())
+    assert plain["natural"] == metrics["natural"] and plain["n_test_set"] == 24
 
 
 def _changed(repo: Path) -> set[str]:
