@@ -4,7 +4,6 @@ the file, exit 2 (through the real `prepare` stage)."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -77,7 +76,7 @@ def test_prepared_files_from_an_image_folder_are_canonical_and_record_the_class_
         assert (tmp_path / "a" / f"{split}.safetensors").read_bytes() == \
             (tmp_path / "b" / f"{split}.safetensors").read_bytes()
     prepared = load_prepared(tmp_path / "a" / "test.safetensors")
-    assert json.loads(json.dumps(prepared.meta["class_names"])) == sorted(CLASSES)
+    assert prepared.meta["class_names"] == sorted(CLASSES)
     assert first["train"]["shape"][1:] == [3, 12, 12]
 
 
@@ -148,6 +147,7 @@ BAD_ARRAYS = {
 }
 
 
+@pytest.mark.slow  # the real prepare stage, a process each
 @pytest.mark.parametrize("case", BAD_FOLDERS, ids=list(BAD_FOLDERS))
 def test_a_bad_image_folder_is_one_message_naming_the_file(project, tmp_path, case):
     root = make_image_folder(tmp_path / "pets")
@@ -159,6 +159,7 @@ def test_a_bad_image_folder_is_one_message_naming_the_file(project, tmp_path, ca
     assert not (project / "data" / "prepared").exists()
 
 
+@pytest.mark.slow  # the real prepare stage, a process each
 @pytest.mark.parametrize("case", BAD_ARRAYS, ids=list(BAD_ARRAYS))
 def test_bad_arrays_are_one_message_naming_the_file(project, tmp_path, case):
     changes, says = BAD_ARRAYS[case]
@@ -170,6 +171,7 @@ def test_bad_arrays_are_one_message_naming_the_file(project, tmp_path, case):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # the real prepare stage, a process each
 def test_the_prepare_stage_reads_an_image_folder(project, tmp_path):
     root = make_image_folder(tmp_path / "pets", sizes=(12, 14))
     result = _prepare_stage(project, "imagefolder", root, image_size=12)

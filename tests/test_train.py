@@ -396,6 +396,7 @@ def test_masks_are_refreshed_at_the_declared_precision(burnin, tmp_path, monkeyp
     assert seen == [("ieee", "ieee")] * 2  # epochs 2 and 3, each refreshed
 
 
+@pytest.mark.slow  # inductor compiles the graphs: about 30 s on 2 cores without its cache
 def test_train_compile_runs_the_loss_and_its_attack_compiled_and_matches_eager(burnin, tmp_path):
     """train.compile: the epoch loop's loss and its PGD run through torch.compile (dynamo
     compiles graphs), and a PART epoch lands on eager's weights up to float reassociation.
