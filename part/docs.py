@@ -188,10 +188,9 @@ def architecture_page() -> str:
 PAGES = {ARCHITECTURE: architecture_page}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> int:
     from part.io.atomic import atomic_write_text
 
-    del argv
     for path, build in PAGES.items():
         atomic_write_text(path, build())
         print(f"wrote {path.relative_to(ROOT)}")
@@ -199,4 +198,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

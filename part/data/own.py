@@ -70,14 +70,10 @@ def read_imagefolder(root: Path, split: str, image_size: int | None = None) -> R
             images.append(image)
             labels.append(label)
     stacked = torch.stack(images)
-    if all(_grey(image) for image in images):
+    if bool((stacked == stacked[:, :1]).all()):  # every image grey: R = G = B throughout
         stacked = stacked[:, :1].contiguous()
     return RawSplit(images=stacked, labels=torch.tensor(labels, dtype=torch.int64),
                     class_names=[path.name for path in classes], source_files=source_files)
-
-
-def _grey(image: torch.Tensor) -> bool:
-    return bool((image[0] == image[1]).all() and (image[0] == image[2]).all())
 
 
 def _as_uint8_nchw(path: Path, key: str, x: np.ndarray) -> np.ndarray:
