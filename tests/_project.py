@@ -30,7 +30,7 @@ TINY = {
     "data": {"train_subset": 200, "val_subset": 40, "test_subset": 60},
     "train": {"batch_size": 50, "steps": 2, "step_size": "2/255", "monitor_subset": 30,
               "monitor_steps": 2},
-    "eval": {"n_autoattack": 6, "batch_size": 60},
+    "eval": {"n_autoattack": 6, "batch_size": 60, "steps": 3},
 }
 
 
