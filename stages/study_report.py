@@ -1,6 +1,6 @@
-"""Study stage `report`: study/report/ (results.md, study.json and the paired plots) from every
-arm's summary (summaries/<arm>.json), Holm-correcting the primary family across the arms
-(part/study/report.py). Run from the study's directory."""
+"""Study stage `report`: study/report/ (results.md, study.json and one paired plot per arm)
+from the per-seed summaries (summaries/<seed>/<arm>.json), with the pre-registered analysis
+(part/study/analysis.py, part/study/report.py). Run from the study's directory."""
 
 import typer
 

@@ -84,6 +84,9 @@ def test_student_t_quantile_matches_the_published_table(df):
 def test_t_interval_is_the_mean_plus_minus_the_tabled_quantile_times_the_standard_error(values):
     """Differences of accuracies on 1000 examples: multiples of 1/1000."""
     interval = t_interval(values)
+    if statistics.pstdev(values) == 0:  # no spread: no interval (the mean cannot be tested)
+        assert interval is None
+        return
     half = (T975[len(values) - 1] * statistics.stdev(values) / math.sqrt(len(values))
             if len(values) - 1 in T975 else None)
     if half is None:
@@ -105,8 +108,8 @@ def _t_cdf_closed_form(t: float, df: int) -> float:
 @given(st.lists(st.integers(-100, 100).map(lambda k: k / 1000), min_size=2, max_size=3))
 def test_t_test_p_matches_the_closed_form_t_distribution(values):
     p = t_test_p(values)
-    if statistics.pstdev(values) == 0:
-        assert p == (1.0 if values[0] == 0 else 0.0)
+    if statistics.pstdev(values) == 0:  # no spread: cannot be tested, never a detection
+        assert p is None
         return
     t = statistics.fmean(values) / (statistics.stdev(values) / math.sqrt(len(values)))
     expected = 2 * (1 - _t_cdf_closed_form(abs(t), len(values) - 1))
@@ -126,6 +129,12 @@ def test_a_true_difference_of_the_detectable_size_is_found_80_percent_of_the_tim
     assert rejected.mean() == pytest.approx(0.8, abs=0.01)
     assert detectable_difference(2 * spread, n) == pytest.approx(2 * detectable, rel=1e-6)
     assert detectable_difference(0.0, n) is None and detectable_difference(spread, 1) is None
+
+
+def test_equal_differences_cannot_be_tested_and_are_never_detected():
+    """Three seeds that all gained exactly 0.1 points: a t-test has no spread to test against."""
+    assert t_test_p([0.001] * 3) is None and t_interval([0.001] * 3) is None
+    assert t_test_p([0.0] * 3) is None
 
 
 def _holm_rejects(p_values: list[float], alpha: float) -> list[bool]:

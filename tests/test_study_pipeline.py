@@ -1,195 +1,152 @@
-"""The dose-response study's pipeline (study/dvc.yaml), run for real on a tiny copy of the
-project: one `dvc repro` in study/ runs every stage from the shipped stage commands, the arms
-share the burn-ins and the baseline, `dvc status` is clean after it and a rerun runs nothing,
-each stage declares exactly the code it executes, and the report's figures are those of the
-outcome files."""
+"""The confirmatory study's pipeline (study/dvc.yaml), run for real on a tiny copy of the project:
+`dvc repro --allow-missing` in study/ (`make study`) runs two seeds from the shipped stage
+commands, a rerun runs nothing, a fresh clone without the DVC cache runs nothing either, and
+adding a third seed there runs that seed's stages and the report only. The report's figures are
+those of the committed outcome files, and study/dvc.yaml is what its generator writes."""
 
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
-import statistics
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from _project import ROOT, Repro, commit, make_project, ran, repro, run
+from _project import ROOT, commit, make_project, ran, run
 from safetensors.torch import load_file
+from scipy.stats import binomtest
+
+from part.study.pipeline_file import pipeline_text, study_pipeline
 
 pytestmark = pytest.mark.slow
-# The study's first repro as it ran, with the project files each stage process executed.
-FIRST: dict[str, Repro] = {}
-# One arm keeps the run short; its stages are the same matrices every arm's are.
-ARMS = {"quantile-0of8": {"mask_rule": "quantile", "mask.quantile": 0.25, "eps_low": 0.0}}
+ARM, CONTROL = "quantile-0of8", "random_mask"
 SEEDS = [0, 1]
 
 
-def _tiny_study() -> dict:
+def _tiny_study(seeds: list[int]) -> dict:
+    """The shipped study cut to one arm and one control (the same stage matrices every arm's
+    and control's are), on the tiny project's data."""
     shipped = yaml.safe_load((ROOT / "study" / "params.yaml").read_text())
-    shipped["runs"] = {"seeds": SEEDS, "eval.attacks": ["natural", "pgd20"]}
-    shipped["arms"] = ARMS
-    shipped["device"] = "cpu"
+    comparison = {"arm": ARM, "variant": "part", "reference": CONTROL}
+    shipped.update(
+        seeds=seeds, runs={"eval.attacks": ["natural", "pgd20"]},
+        arms={ARM: shipped["arms"][ARM]}, controls=[CONTROL], device="cpu")
+    analysis = shipped["analysis"]
+    analysis["primary"] = {**comparison, "attack": "pgd20"}
+    analysis["secondary"] = [{**comparison, "attack": "natural", "margin": 0.01}]
+    analysis["replication"] = {"arm": ARM, "variant": "part",
+                               "references": ["baseline", CONTROL], "attacks": ["pgd20"],
+                               "margin": 0.01}
     return shipped
+
+
+def _write_params(study: Path, seeds: list[int]) -> None:
+    (study / "params.yaml").write_text(yaml.safe_dump(_tiny_study(seeds), sort_keys=False))
+
+
+def seed_stages(seed: int) -> set[str]:
+    per_arm = {f"{name}@{seed}-{ARM}" for name in (
+        "configure", "arm_inputs", "arm_budgets", "train", "evaluate", "summarize")}
+    per_control = {f"{name}@{seed}-{ARM}-{CONTROL}" for name in ("train_control",
+                                                                "evaluate_control")}
+    per_seed = {f"{name}@{seed}" for name in ("configure_at", "prepare", "burnin", "baseline",
+                                              "budgets", "evaluate_baseline")}
+    return per_arm | per_control | per_seed
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("study")
-    repo = make_project(root / "repo")
+    repo = make_project(tmp_path_factory.mktemp("study") / "repo")
     (repo / "study").mkdir()
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / "study" / name, repo / "study" / name)
-    (repo / "study" / "params.yaml").write_text(yaml.safe_dump(_tiny_study(), sort_keys=False))
+    shutil.copytree(ROOT / "study" / "pilot" / "summaries", repo / "study/pilot/summaries")
+    _write_params(repo / "study", SEEDS)
     commit(repo, "tiny study")
-    FIRST["repro"] = recorded = repro(repo / "study", record_imports=root / "imports",
-                                      root=repo)
-    first = recorded.result
-    expected = {"configure_shared", *(f"configure@{arm}" for arm in ARMS), "prepare", "budgets",
-                "report", *(f"arm_data@{arm}" for arm in ARMS),
-                *(f"arm_budgets@{arm}" for arm in ARMS), *(f"summarize@{arm}" for arm in ARMS)}
-    for seed in SEEDS:
-        expected |= {f"burnin@{seed}", f"baseline@{seed}", f"evaluate_baseline@{seed}"}
-        for arm in ARMS:
-            expected |= {f"arm_burnin@{arm}-{seed}", f"train@{arm}-{seed}",
-                         f"evaluate@{arm}-{seed}"}
-            for control in ("uniform_matched", "random_mask"):
-                expected |= {f"train_control@{arm}-{control}-{seed}",
-                             f"evaluate_control@{arm}-{control}-{seed}"}
-    # DVC's run-cache may restore a copy stage another arm's identical one ran
+    first = run(["dvc", "repro", "--allow-missing"], repo / "study")
+    expected = {"report"} | set().union(*(seed_stages(seed) for seed in SEEDS))
+    # DVC's run-cache restores the second seed's prepare: the same command on the same inputs
     restored = set(re.findall(r"Stage '([^']+)' is cached", first.stdout + first.stderr))
     assert ran(first) | restored == expected, first.stdout + first.stderr
     commit(repo, "tiny study ran")
     return repo / "study"
 
 
-def test_one_command_runs_it_and_then_dvc_status_is_clean_and_a_rerun_runs_nothing(study):
-    status = run(["dvc", "status", "dvc.yaml"], study).stdout
-    assert "up to date" in status, status
-    again = run(["dvc", "repro"], study)
-    assert ran(again) == set(), again.stdout
+def test_a_rerun_runs_nothing_and_dvc_status_is_clean(study):
+    assert "up to date" in run(["dvc", "status", "dvc.yaml"], study).stdout
+    assert ran(run(["dvc", "repro", "--allow-missing"], study)) == set()
     # the default run's pipeline is another one: the study's repro did not touch it
     assert not (study.parent / "dvc.lock").exists()
 
 
-def test_a_fresh_clone_shows_the_committed_study_current(study, tmp_path):
-    # The README's staleness check: without DVC's cache only "deleted" or "not in cache" may
-    # show; "modified", "new" or "changed command" would mean the report is not current.
+def test_a_fresh_clone_runs_only_a_new_seed(study, tmp_path):
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(study.parent), str(clone)], tmp_path)
-    status = run(["dvc", "status", "dvc.yaml"], clone / "study").stdout
-    assert "deleted:" in status, status  # the models are not in the clone's cache
-    stale = [line for line in status.splitlines()
-             if re.search(r"modified|new:|changed command", line)]
-    assert not stale, status
+    assert not (clone / "study/seeds/0/at/models/baseline-0.safetensors").exists()  # no cache
+    assert ran(run(["dvc", "repro", "--allow-missing", "--dry"], clone / "study")) == set()
+    before = {path: path.read_bytes() for path in (clone / "study/summaries").rglob("*.json")}
+    _write_params(clone / "study", [*SEEDS, 2])
+    added = run(["dvc", "repro", "--allow-missing"], clone / "study")
+    # the clone has no run-cache: every stage of the new seed runs, and no other stage
+    assert ran(added) == seed_stages(2) | {"report"}, added.stdout + added.stderr
+    assert {path: path.read_bytes() for path in before} == before
+    result = json.loads((clone / "study/report/study.json").read_text())
+    assert result["seeds_done"] == [0, 1, 2] and result["complete"] is True
+    assert set(result["primary"]["per_seed"]) == {"0", "1", "2"}
 
 
-def test_the_arms_train_from_the_shared_burn_ins_and_are_paired_with_the_shared_baseline(study):
-    for seed in SEEDS:
-        shared = (study / "shared" / "models" / f"burnin-{seed}.safetensors").read_bytes()
-        for arm in ARMS:
-            assert (study / "arms" / arm / "models" / f"burnin-{seed}.safetensors"
-                    ).read_bytes() == shared
-    assert not list((study / "arms").glob("*/models/baseline-*"))
-    assert not list((study / "shared" / "models").glob("part-*"))
-    for arm in ARMS:
-        for name in ("train", "val", "test"):
-            assert (study / "arms" / arm / "data" / "prepared" / f"{name}.safetensors"
-                    ).read_bytes() == (study / "shared" / "data" / "prepared"
-                                       / f"{name}.safetensors").read_bytes()
+def _outcomes(study: Path, run_dir: str, variant: str, seed: int) -> dict[str, torch.Tensor]:
+    return load_file(str(study / "seeds" / str(seed) / run_dir / "metrics"
+                         / f"{variant}-{seed}.outcomes.safetensors"))
 
 
-def _accuracies(path: Path, attack: str) -> torch.Tensor:
-    return load_file(str(path))[attack]
-
-
-def test_the_report_pairs_part_with_each_control_as_the_outcome_files_say(study):
+def test_the_report_pairs_the_models_as_their_outcome_files_say(study):
     result = json.loads((study / "report" / "study.json").read_text())
-    rows = result["primary"]["rows"]
-    assert len(rows) == len(ARMS) * 2 * 2  # arms x comparisons x attacks
-    for row in rows:
-        metrics = study / "arms" / row["arm"] / "metrics"
-        diffs = []
-        for seed in SEEDS:
-            ours = _accuracies(metrics / f"part-{seed}.outcomes.safetensors", row["attack"])
-            theirs = _accuracies(metrics / f"{row['control']}-{seed}.outcomes.safetensors",
-                                 row["attack"])
-            diffs.append((ours.double().mean() - theirs.double().mean()).item())
-        assert row["mean"] == pytest.approx(statistics.fmean(diffs), abs=1e-9)
-        if statistics.pstdev(diffs) > 0:  # two seeds: the t-test has 1 degree of freedom
-            t = statistics.fmean(diffs) / (statistics.stdev(diffs) / math.sqrt(2))
-            cauchy = 2 * (0.5 - math.atan(abs(t)) / math.pi)
-            assert row["t_test_p"] == pytest.approx(cauchy, rel=1e-5)
-    # Holm over the family: the smallest p times m, and never below a smaller p's adjustment
-    ordered = sorted(rows, key=lambda row: row["t_test_p"])
-    assert ordered[0]["holm_p"] == pytest.approx(min(1.0, len(rows) * ordered[0]["t_test_p"]),
-                                                 rel=1e-5)
-    assert all(a["holm_p"] <= b["holm_p"] for a, b in zip(ordered, ordered[1:], strict=False))
-    # the dose is PART's recorded mean budget, and the controls spent exactly that
-    for name, arm in result["arms"].items():
-        assert 0 < arm["dose"] <= 1
-        for seed in map(str, SEEDS):
-            assert arm["budget_checks"]["uniform_matched"][seed]["max_mean_budget_gap"] == 0
-            assert arm["budget_checks"]["random_mask"][seed]["counts_equal"] is True
-        if name.startswith("quantile"):  # eps_low = 0: eps on a quarter of the pixels
-            assert arm["dose"] == pytest.approx(0.25, abs=1e-6)
+    assert result["seeds_done"] == SEEDS and result["complete"] is True
+    primary = result["primary"]
+    for seed in SEEDS:
+        ours = _outcomes(study, ARM, "part", seed)["pgd20"]
+        theirs = _outcomes(study, ARM, CONTROL, seed)["pgd20"]
+        assert primary["per_seed"][str(seed)] == pytest.approx(
+            (ours.double().mean() - theirs.double().mean()).item(), abs=1e-6)
+        only_ours, only_theirs = int((ours & ~theirs).sum()), int((theirs & ~ours).sum())
+        expected = (binomtest(only_ours, only_ours + only_theirs).pvalue
+                    if only_ours + only_theirs else 1.0)
+        assert primary["mcnemar_p"][str(seed)] == pytest.approx(expected, rel=1e-5)
+        baseline = _outcomes(study, "at", "baseline", seed)["pgd20"]
+        assert ours.shape == baseline.shape  # paired with the seed's AT baseline
+    summary = json.loads((study / "summaries" / "0" / f"{ARM}.json").read_text())
+    assert summary["dose"] == pytest.approx(0.25, abs=1e-6)  # eps on a quarter of the pixels
+    assert summary["budget_checks"][CONTROL]["counts_equal"] is True
+    assert summary["budget_checks"][CONTROL]["max_mean_budget_gap"] == 0
     text = (study / "report" / "results.md").read_text()
-    assert "## Primary comparisons" in text and "Holm" in text
-    for plot in ("part_minus_controls.png", "variants_minus_at.png"):
-        assert (study / "report" / plot).read_bytes()[:4] == b"\x89PNG"
+    assert "## Primary" in text and "## How many seeds" in text
+    assert "less than" not in text
+    assert (study / "report" / f"paired-{ARM}.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def _command(stage: dict) -> tuple[list[str], str | None]:
-    words = stage["cmd"].split()
-    pythonpath = None
-    if words[0].startswith("PYTHONPATH="):
-        pythonpath = words.pop(0).split("=", 1)[1]
-    return words, pythonpath
+def test_the_arms_train_from_their_seeds_burn_in_and_data(study):
+    for seed in SEEDS:
+        at = study / "seeds" / str(seed) / "at"
+        arm = study / "seeds" / str(seed) / ARM
+        for path in (f"models/burnin-{seed}.safetensors",
+                     "data/prepared/train.safetensors", "data/prepared/test.safetensors"):
+            assert (arm / path).read_bytes() == (at / path).read_bytes(), path
+        assert not list(arm.glob("models/baseline-*")) and not list(at.glob("models/part-*"))
 
 
-def test_each_study_stage_declares_exactly_the_project_code_it_executes(study):
-    """What each stage process of the first repro executed (recorded as it ran, by
-    tests/import_recorder) against what its dvc.lock entry declares, for one stage of each
-    group."""
-    lock = yaml.safe_load((study / "dvc.lock").read_text())["stages"]
-    pipeline = yaml.safe_load((study / "dvc.yaml").read_text())["stages"]
-    repo = study.parent
-    recorded = {(Path(record["cwd"]).resolve(), tuple(record["argv"])): record
-                for record in FIRST["repro"].executed}
-    checked, seen = 0, set()
-    for name, stage in lock.items():
-        group_name = name.split("@")[0]
-        if group_name in seen:
-            continue  # the items of one group share their code deps
-        words, pythonpath = _command(stage)
-        if words[:2] != ["python", "-m"]:
-            seen.add(group_name)
-            continue  # the copies of the shared inputs run cp
-        group = pipeline[group_name]
-        item = name.split("@")[1] if "@" in name else ""
-        wdir = group.get("do", group).get("wdir", ".").replace("${key}", item)
-        if "${item.arm}" in wdir:
-            wdir = wdir.replace("${item.arm}", next(arm for arm in ARMS if f"@{arm}-" in name))
-        cwd = study / wdir
-        assert (cwd / pythonpath).resolve() == repo.resolve(), name
-        record = recorded.get((cwd.resolve(), tuple(words[1:])))
-        if record is None:
-            continue  # restored from DVC's run-cache, not run: another item of the group ran
-        seen.add(group_name)
-        executed = set(record["files"])
-        declared = set()
-        for dep in stage["deps"]:
-            path = (cwd / dep["path"]).resolve()
-            if not path.is_relative_to(repo.resolve() / "part") and not path.is_relative_to(
-                    repo.resolve() / "stages"):
-                continue
-            files = ([f for f in path.rglob("*.py") if "__pycache__" not in f.parts]
-                     if path.is_dir() else [path])
-            declared |= {str(f.relative_to(repo.resolve())) for f in files}
-        assert executed == declared, (
-            f"{name}: executed but not declared {sorted(executed - declared)}; "
-            f"declared but not executed {sorted(declared - executed)}")
-        checked += 1
-    assert checked == 14  # every stage group but the two that copy the shared inputs
+def test_study_dvc_yaml_is_what_its_generator_writes_from_the_main_pipeline():
+    assert (ROOT / "study" / "dvc.yaml").read_text() == pipeline_text(), \
+        "run `python -m part.study.pipeline_file` and commit study/dvc.yaml"
+    main = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    stages = study_pipeline()["stages"]
+    for study_stage, main_stage in (("burnin", "burnin"), ("baseline", "train"),
+                                    ("train", "train"), ("train_control", "train_control"),
+                                    ("evaluate", "evaluate"), ("prepare", "prepare")):
+        body = stages[study_stage].get("do", stages[study_stage])
+        source = main[main_stage].get("do", main[main_stage])
+        code = [dep.removeprefix("../../../../") for dep in body["deps"] if dep.startswith("../")]
+        assert code == [dep for dep in source["deps"] if dep.split("/")[0] in ("part", "stages")]
+        assert body["params"] == source["params"]

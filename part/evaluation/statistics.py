@@ -10,7 +10,6 @@ per-example outcomes. The statistics are SciPy's (scipy.stats).
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,69 +61,53 @@ def student_t_quantile(p: float, df: int) -> float:
     return float(t.ppf(p, df))
 
 
+def _spread(values: Sequence[float]) -> bool:
+    return len(values) >= 2 and statistics.pstdev(values) > 0
+
+
 def t_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
-    """The Student-t interval of the mean of `values`; None below two values."""
-    if len(values) < 2:
-        return None
-    mean = statistics.fmean(values)
-    half = (student_t_quantile(0.5 + confidence / 2, len(values) - 1)
-            * statistics.stdev(values) / math.sqrt(len(values)))
-    return mean - half, mean + half
-
-
-def t_test_p(values: Sequence[float]) -> float | None:
-    """The two-sided one-sample t-test p-value of mean zero; None below two values. Values
-    without spread give 1 if they are all zero, else 0 (the limit of the test)."""
+    """The Student-t interval of the mean of `values` (SciPy's one-sample t-test); None below two
+    values or when they are all equal (no spread: the interval cannot be computed)."""
     from scipy.stats import ttest_1samp
 
-    if len(values) < 2:
+    if not _spread(values):
         return None
-    if statistics.pstdev(values) == 0:
-        return 1.0 if values[0] == 0 else 0.0
-    return float(ttest_1samp(values, 0.0).pvalue)
+    interval = ttest_1samp(list(values), 0.0).confidence_interval(confidence)
+    return float(interval.low), float(interval.high)
+
+
+def t_test_p(values: Sequence[float], null: float = 0.0, alternative: str = "two-sided"
+             ) -> float | None:
+    """SciPy's one-sample t-test p-value of mean `null`; None below two values or when they are
+    all equal: without spread the mean cannot be tested (and is never a detection)."""
+    from scipy.stats import ttest_1samp
+
+    if not _spread(values):
+        return None
+    return float(ttest_1samp(list(values), null, alternative=alternative).pvalue)
 
 
 def detectable_difference(spread: float, n: int, alpha: float = 0.05, power: float = 0.8
                           ) -> float | None:
     """The smallest true mean difference a two-sided one-sample t-test of n values with this
-    sample standard deviation detects with the given power at level alpha; None below two
-    values or without spread. The power is that of the noncentral t, integrated over the
-    chi-square of the variance (SciPy's nct loses its accuracy at 1 degree of freedom)."""
-    from scipy.integrate import quad
-    from scipy.optimize import brentq
-    from scipy.stats import chi2, norm
-    from scipy.stats import t as student_t
+    standard deviation detects with the given power at level alpha (statsmodels' TTestPower);
+    None below two values or without spread."""
+    from statsmodels.stats.power import TTestPower
 
     if n < 2 or not spread > 0:
         return None
-    df = n - 1
-    critical = float(student_t.ppf(1 - alpha / 2, df))
-
-    def rejected(noncentrality: float) -> float:
-        def given_variance(v: float) -> float:
-            bound = critical * math.sqrt(v / df)
-            return chi2.pdf(v, df) * (norm.cdf(-bound - noncentrality)
-                                      + norm.sf(bound - noncentrality))
-
-        return quad(given_variance, 0, math.inf, epsabs=1e-12, limit=200)[0]
-
-    high = 1.0
-    while rejected(high) < power:
-        high *= 2
-    noncentrality = brentq(lambda nc: rejected(nc) - power, 0.0, high, xtol=1e-9)
-    return float(noncentrality) * spread / math.sqrt(n)
+    effect = TTestPower().solve_power(effect_size=None, nobs=n, alpha=alpha, power=power,
+                                      alternative="two-sided")
+    return float(effect) * spread
 
 
 def holm_adjusted(p_values: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p-values, in the order given: the i-th smallest is multiplied
-    by (m - i + 1), made non-decreasing along that order and capped at 1."""
-    order = sorted(range(len(p_values)), key=lambda index: p_values[index])
-    adjusted = [0.0] * len(p_values)
-    running = 0.0
-    for rank, index in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[index]))
-        adjusted[index] = running
-    return adjusted
+    """Holm's step-down adjusted p-values, in the order given (statsmodels' multipletests)."""
+    from statsmodels.stats.multitest import multipletests
+
+    if not p_values:
+        return []
+    return [float(p) for p in multipletests(list(p_values), method="holm")[1]]
 
 
 # --------------------------------------------------------------------------- inputs
