@@ -1,46 +1,60 @@
-"""The study's report on a study directory with known answers: an arm where PART beats random
-places by 4 points on every seed is detected after Holm's correction, an arm where it does not
-reads "none detected: less than X", and a control that spent another budget is shown as such."""
+"""The confirmatory study's analysis and report on study directories with known answers, built
+through the real summarize step: a consistent effect is detected, a null reads as its interval
+(never "less than X"), equal differences on every seed cannot be tested, the tests wait for every
+pre-registered seed, equivalence and non-inferiority decide as their definitions say, and a
+control that spent another budget is shown as such."""
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from scipy.stats import ttest_1samp
 
-from part.evaluation.statistics import detectable_difference
 from part.importance.budget_trace import BudgetTrace, save_trace
 from part.io.paths import metrics_path, outcomes_path, trace_path
 from part.io.tensorfile import write_safetensors
-from part.study.config import load_study_config, run_dir_path, write_run_params
-from part.study.report import build_study, write_study_report
-from part.study.summaries import StudyReportError, write_arm_summary
+from part.study.config import AT_RUN, load_study_config, run_dir_path, write_run_params
+from part.study.report import build_study, run_study_report
+from part.study.summaries import StudyReportError, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 1000
 SEEDS = (0, 1, 2)
-# arm -> variant -> the number of test examples more than the baseline's it gets right, per seed
+CONTROLS = ("random_mask", "uniform_matched")
+# arm -> variant -> examples right beyond the AT baseline's (700 natural, 500 PGD-20), per seed
 GAINS = {
-    "strong": {"part": (40, 41, 39), "uniform_matched": (0, 1, -1), "random_mask": (0, 2, 1)},
-    "none": {"part": (3, -4, 1), "uniform_matched": (2, -2, 0), "random_mask": (-1, 3, 2)},
+    "strong": {"part": (40, 41, 39), "random_mask": (0, 2, 1), "uniform_matched": (3, -4, 1)},
+    "paper": {"part": (1, -1, 0), "random_mask": (0, 1, -1), "uniform_matched": (25, 20, 30)},
 }
 
 
-def _outcomes(correct: int) -> torch.Tensor:
-    vector = torch.zeros(N, dtype=torch.bool)
-    vector[:correct] = True
-    return vector
+def _analysis() -> dict:
+    strong = {"arm": "strong", "variant": "part"}
+    return {"alpha": 0.05,
+            "primary": {**strong, "reference": "random_mask", "attack": "pgd20"},
+            "secondary": [{**strong, "reference": "uniform_matched", "attack": "pgd20"},
+                          {**strong, "reference": "random_mask", "attack": "natural",
+                           "margin": 0.01}],
+            "replication": {"arm": "paper", "variant": "part",
+                            "references": ["baseline", "random_mask", "uniform_matched"],
+                            "attacks": ["pgd20"], "margin": 0.01},
+            "planning": {"difference": 0.02, "sd": 0.02, "power": 0.8,
+                         "pilot_summary": "pilot/summaries/quantile-0of8.json",
+                         "pilot_comparison": {"arm": "quantile-0of8", "variant": "part",
+                                              "reference": "random_mask", "attack": "pgd20"}}}
 
 
 def _evaluated(directory: Path, variant: str, seed: int, correct: dict[str, int]) -> None:
-    outcomes = {attack: _outcomes(count) for attack, count in correct.items()}
-    metrics = {}
+    outcomes, metrics = {}, {}
     for attack, count in correct.items():
+        vector = torch.zeros(N, dtype=torch.bool)
+        vector[:count] = True
+        outcomes[attack] = vector
         metrics[attack], metrics[f"n_{attack}"] = count / N, N
     path = directory / metrics_path(variant, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,11 +72,16 @@ def _trace(directory: Path, variant: str, seed: int, budgets: list[float],
     save_trace(path, trace)
 
 
-def _build() -> dict:
-    """What the study's summarize and report stages do: every arm's summary, then the study."""
-    for arm in load_study_config().arms:
-        write_arm_summary(arm)
-    return build_study()
+def _set_gains(arm: str, variant: str, gains: tuple[int, ...]) -> None:
+    for seed, gain in zip(SEEDS, gains, strict=True):
+        _evaluated(run_dir_path(seed, arm), variant, seed,
+                   {"natural": 700 + gain, "pgd20": 500 + gain})
+
+
+def _summarize(seeds=SEEDS) -> None:
+    for seed in seeds:
+        for arm in GAINS:
+            write_summary(seed, arm)
 
 
 @pytest.fixture
@@ -70,102 +89,135 @@ def study_dir(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     study = tmp_path / "study"
     study.mkdir()
+    shutil.copytree(ROOT / "study" / "pilot" / "summaries", study / "pilot" / "summaries")
     raw = yaml.safe_load((ROOT / "study" / "params.yaml").read_text())
-    raw["arms"] = {"strong": {"mask_rule": "quantile", "mask.quantile": 0.25, "eps_low": 0.0},
-                   "none": {"mask_rule": "official", "eps_low": 0.0875}}
+    raw.update(seeds=list(SEEDS), controls=list(CONTROLS), analysis=_analysis(),
+               arms={"strong": {"mask_rule": "quantile", "mask.quantile": 0.25, "eps_low": 0.0},
+                     "paper": {"mask_rule": "official", "eps_low": 0.0875}})
     (study / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     monkeypatch.chdir(study)
-    for run_dir in load_study_config().run_dirs():
-        write_run_params(run_dir)
-    for seed in SEEDS:
-        _evaluated(run_dir_path("shared"), "baseline", seed, {"natural": 700, "pgd20": 500})
     counts = torch.full((6, 1), 196, dtype=torch.int32)
+    for seed in SEEDS:
+        for run_dir in load_study_config().run_dirs():
+            write_run_params(seed, run_dir)
+        _evaluated(run_dir_path(seed, AT_RUN), "baseline", seed, {"natural": 700, "pgd20": 500})
+        for arm in GAINS:
+            for variant in ("part", *CONTROLS):
+                _trace(run_dir_path(seed, arm), variant, seed, [0.025, 0.025, 0.025],
+                       counts if variant != "uniform_matched" else None)
     for arm, variants in GAINS.items():
         for variant, gains in variants.items():
-            for seed, gain in zip(SEEDS, gains, strict=True):
-                _evaluated(run_dir_path(arm), variant, seed,
-                           {"natural": 700 + gain, "pgd20": 500 + gain})
-                _trace(run_dir_path(arm), variant, seed, [0.025, 0.025, 0.025],
-                       counts if variant != "uniform_matched" else None)
+            _set_gains(arm, variant, gains)
     return study
 
 
-def test_a_consistent_effect_is_detected_after_holm_and_a_null_reads_less_than_x(study_dir):
-    result = _build()
-    rows = {(row["arm"], row["control"], row["attack"]): row for row in result["primary"]["rows"]}
-    assert len(rows) == 2 * 2 * 2
-    strong = rows[("strong", "random_mask", "pgd20")]
+def _text() -> str:
+    return Path("report/results.md").read_text()
+
+
+def test_a_consistent_effect_is_detected_and_a_null_reads_as_its_interval(study_dir):
+    _summarize()
+    run_study_report()
+    result = json.loads(Path("report/study.json").read_text())
+    primary = result["primary"]
     diffs = [(40 - 0) / N, (41 - 2) / N, (39 - 1) / N]
-    assert strong["mean"] == pytest.approx(sum(diffs) / 3, rel=1e-6)
-    assert strong["detected"] and strong["holm_p"] <= 0.05
-    null = rows[("none", "random_mask", "natural")]
-    assert not null["detected"]
-    spread = torch.tensor([4.0, -7.0, -1.0]).std().item() / N
-    assert null["detectable"] == pytest.approx(detectable_difference(spread, 3), rel=1e-4)
-    # Holm: the smallest p-value times the family's size
-    smallest = min(result["primary"]["rows"], key=lambda row: row["t_test_p"])
-    assert smallest["holm_p"] == pytest.approx(min(1.0, 8 * smallest["t_test_p"]), rel=1e-9)
+    assert primary["per_seed"] == {"0": 0.04, "1": 0.039, "2": 0.038}
+    assert primary["p"] == pytest.approx(ttest_1samp(diffs, 0).pvalue, rel=1e-5)
+    assert primary["detected"] is True and result["complete"] is True
+    null = result["secondary"][0]  # part - uniform_matched: 37, 45, 38 more: also detected
+    assert null["detected"] is True
+    text = _text()
+    assert text.index("## Primary") < text.index("## Secondary") < text.index("## Replication")
+    assert "detected." in text.split("## Secondary")[0]
+    assert "less than" not in text
+    assert Path("report/paired-strong.png").read_bytes()[:4] == b"\x89PNG"
     assert result["arms"]["strong"]["dose"] == pytest.approx(0.25)
-    write_study_report(result)
-    text = Path("report/results.md").read_text()
-    assert f"none detected: less than {100 * null['detectable']:.2f}" in text
-    assert "| strong | 0.250 | part − random_mask | PGD-20 | +3.90" in text
-    assert "higher (Holm p ≤ 0.05)" in text
-    assert json.loads(Path("report/study.json").read_text())["primary"]["rows"][0]["arm"] == \
-        "strong"
-    for plot in ("part_minus_controls.png", "variants_minus_at.png"):
-        assert Path("report", plot).read_bytes()[:4] == b"\x89PNG"
-    assert math.isclose(result["arms"]["none"]["budget_checks"]["uniform_matched"]["0"]
-                        ["max_mean_budget_gap"], 0.0)
 
 
-def test_a_difference_significant_only_before_holm_never_reads_less_than_x(study_dir):
-    # PART - random_mask in "none": 7, 10, 13 examples per seed (p = 0.029 uncorrected)
-    for seed, gain in zip(SEEDS, (6, 13, 15), strict=True):
-        _evaluated(run_dir_path("none"), "part", seed, {"natural": 700 + gain, "pgd20": 500 + gain})
-    result = _build()
-    row = next(row for row in result["primary"]["rows"]
-               if (row["arm"], row["control"], row["attack"]) == ("none", "random_mask", "natural"))
-    assert row["t_test_p"] <= 0.05 < row["holm_p"] and not row["detected"]
-    write_study_report(result)
-    line = next(line for line in Path("report/results.md").read_text().splitlines()
-                if line.startswith("| none | ") and "random_mask | Natural" in line)
-    assert "not detected after Holm (uncorrected p ≤ 0.05)" in line
-    assert "less than" not in line
+def test_a_null_is_not_detected_and_shows_its_interval(study_dir):
+    _set_gains("strong", "part", (2, -1, 3))
+    _summarize()
+    run_study_report()
+    primary = json.loads(Path("report/study.json").read_text())["primary"]
+    assert primary["detected"] is False
+    low, high = primary["ci95"]
+    assert low < 0 < high
+    assert f"not detected; the 95% interval is [{100 * low:+.2f}, {100 * high:+.2f}]" in _text()
+
+
+def test_equal_differences_on_every_seed_cannot_be_tested_and_are_never_detected(study_dir):
+    _set_gains("strong", "part", (10, 12, 11))
+    _set_gains("strong", "random_mask", (0, 2, 1))  # +1.0 point on every seed, exactly
+    _summarize()
+    run_study_report()
+    primary = json.loads(Path("report/study.json").read_text())["primary"]
+    assert primary["testable"] is False and primary["detected"] is False
+    assert primary["p"] is None
+    assert "cannot be tested" in _text()
+
+
+def test_the_tests_wait_for_every_preregistered_seed(study_dir):
+    _summarize(SEEDS[:2])
+    run_study_report()
+    result = json.loads(Path("report/study.json").read_text())
+    assert result["seeds_done"] == [0, 1] and result["complete"] is False
+    assert "p" not in result["primary"] and result["primary"]["detected"] is None
+    assert all(row["holm_p"] is None for row in result["secondary"])
+    assert "read once all 3 seeds have run" in _text()
+
+
+def test_equivalence_and_non_inferiority_decide_as_defined(study_dir):
+    _summarize()
+    run_study_report()
+    result = json.loads(Path("report/study.json").read_text())
+    replication = {row["reference"]: row for row in result["replication"]}
+    # PART - AT: +0.1, -0.1, 0.0 points, well inside +-1: equivalent
+    assert replication["baseline"]["equivalent"] is True
+    # PART - uniform_matched: -2.4, -2.1, -3.0 points: outside the margin, not equivalent
+    assert replication["uniform_matched"]["equivalent"] is False
+    low, high = replication["uniform_matched"]["ci90"]
+    assert high < -0.01
+    # natural, PART - random_mask at the strong arm: +4.0, +3.9, +3.8: non-inferior
+    assert result["secondary"][1]["detected"] is True
+    _set_gains("strong", "part", (-30, -25, -28))  # 3 points worse: not non-inferior
+    _summarize()
+    run_study_report()
+    assert json.loads(Path("report/study.json").read_text())["secondary"][1]["detected"] is False
 
 
 def test_a_control_that_spent_another_budget_is_shown_as_such(study_dir):
-    counts = torch.full((6, 1), 100, dtype=torch.int32)
-    _trace(run_dir_path("none"), "random_mask", 1, [0.025, 0.025, 0.03], counts)
-    result = _build()
-    check = result["arms"]["none"]["budget_checks"]["random_mask"]["1"]
+    _trace(run_dir_path(1, "paper"), "random_mask", 1, [0.025, 0.025, 0.03],
+           torch.full((6, 1), 100, dtype=torch.int32))
+    _summarize()
+    summary = json.loads(Path("summaries/1/paper.json").read_text())
+    check = summary["budget_checks"]["random_mask"]
     assert check["counts_equal"] is False
     assert check["max_mean_budget_gap"] == pytest.approx(0.005)
-    write_study_report(result)
-    assert "COUNTS DIFFER" in Path("report/results.md").read_text()
+    run_study_report()
+    assert "exactly in every epoch: NO" in _text()
 
 
-def test_a_missing_evaluation_names_the_fix_in_the_study(study_dir):
-    Path(run_dir_path("none") / metrics_path("part", 2)).unlink()
-    with pytest.raises(StudyReportError, match=r"no metrics file.*run `dvc repro` in its "
-                                               r"directory"):
-        _build()
+def test_the_planning_figures_are_statsmodels_at_the_pilots_sd(study_dir):
+    from statsmodels.stats.power import TTestPower
+
+    result = build_study()
+    plan = result["planning"]
+    assert plan["seeds_needed"] == pytest.approx(
+        TTestPower().solve_power(1.0, alpha=0.05, power=0.8), rel=1e-5)
+    assert plan["pilot"]["per_seed"] == [0.064, 0.088, 0.096]  # the committed pilot's
+    assert plan["pilot"]["sd_upper80"] > plan["pilot"]["sd"]
 
 
-def test_an_arm_whose_runs_differ_from_the_shared_ones_is_refused(study_dir):
-    path = run_dir_path("strong") / "params.yaml"
+def test_bad_inputs_name_their_fix(study_dir):
+    Path(run_dir_path(2, "paper") / metrics_path("part", 2)).unlink()
+    with pytest.raises(StudyReportError, match=r"no metrics file.*dvc repro --allow-missing"):
+        write_summary(2, "paper")
+    path = run_dir_path(0, "strong") / "params.yaml"
     path.write_text(path.read_text().replace("epochs: 5", "epochs: 6"))
     with pytest.raises(StudyReportError, match=r"differ in `epochs`"):
-        _build()
-    shutil.rmtree(run_dir_path("strong"))
-    with pytest.raises(StudyReportError, match=r"missing; run `dvc repro`"):
-        _build()
-
-
-def test_a_damaged_summary_is_named_with_its_fix(study_dir):
-    _build()
-    summary = Path("summaries/none.json")
+        write_summary(0, "strong")
+    write_summary(1, "strong")
+    summary = Path("summaries/1/strong.json")
     summary.write_text(summary.read_text()[:100])
-    with pytest.raises(StudyReportError, match=r"summaries/none.json: not a summary .*delete it "
-                                               r"and run `dvc repro`"):
+    with pytest.raises(StudyReportError, match=r"summaries/1/strong.json: not a summary"):
         build_study()

@@ -76,6 +76,7 @@ def tost(variant: Sequence[float], reference: Sequence[float], margin: float) ->
     """statsmodels' paired two one-sided tests: is the mean of variant - reference within
     (-margin, +margin)? With the 90% t interval, whose inclusion in the margins is the same
     decision at alpha 0.05."""
+    import numpy as np
     from statsmodels.stats.weightstats import ttost_paired
 
     diffs = [a - b for a, b in zip(variant, reference, strict=True)]
@@ -83,7 +84,8 @@ def tost(variant: Sequence[float], reference: Sequence[float], margin: float) ->
     if not result["testable"]:
         result.update(tost_p=None)
         return result
-    p, _, _ = ttost_paired(list(variant), list(reference), -margin, margin)
+    p, _, _ = ttost_paired(np.asarray(variant, dtype=float), np.asarray(reference, dtype=float),
+                           -margin, margin)
     from scipy.stats import ttest_1samp
 
     interval = ttest_1samp(diffs, 0.0).confidence_interval(0.90)

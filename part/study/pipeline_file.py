@@ -164,8 +164,9 @@ def study_pipeline() -> dict[str, Any]:
             "cmd": "mkdir -p data/prepared models && cp ../at/data/prepared/train.safetensors "
                    "../at/data/prepared/val.safetensors ../at/data/prepared/test.safetensors "
                    f"data/prepared/ && cp ../at/models/burnin-{seed}.safetensors models/",
-            "deps": [f"../at/{path}" for path in (*data, *test)]
-                    + [f"../at/models/burnin-{seed}.safetensors"],
+            # params.yaml: the configure stage makes the run directory this stage runs in
+            "deps": ["params.yaml", *(f"../at/{path}" for path in (*data, *test)),
+                     f"../at/models/burnin-{seed}.safetensors"],
             "outs": [*data, *test, f"models/burnin-{seed}.safetensors"]},
         "arm_budgets": _project_stage(stages, "budgets", in_arm, {}, [], per_arm),
         "train": _project_stage(
