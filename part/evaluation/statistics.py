@@ -191,6 +191,11 @@ def study(inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int],
     return result
 
 
+def discordant_counts(ours: Tensor, theirs: Tensor) -> tuple[int, int]:
+    """The paired examples only `ours` gets right, and only `theirs` does (McNemar's pair)."""
+    return int((ours & ~theirs).sum()), int((theirs & ~ours).sum())
+
+
 def contrast_name(variant: str, reference: str) -> str:
     return f"{variant}-{reference}"
 
@@ -231,8 +236,7 @@ def paired(inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int], va
                 f"{attack}: {variant}-{seed} was scored on {ours.numel()} examples and "
                 f"{reference}-{seed} on {theirs.numel()}; a paired comparison needs the same ones: "
                 f"rerun both evaluations with the same eval settings")
-        only_theirs = int((theirs & ~ours).sum())
-        only_ours = int((ours & ~theirs).sum())
+        only_ours, only_theirs = discordant_counts(ours, theirs)
         diffs[str(seed)] = (only_ours - only_theirs) / ours.numel()
         p_values[str(seed)] = _sig(mcnemar_exact_p(only_theirs, only_ours))
         discordant[str(seed)] = {f"only_{reference}": only_theirs, "only_variant": only_ours}

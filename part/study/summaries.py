@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from part.errors import PartError
-from part.evaluation.statistics import Evaluated, StudyError, load_study_inputs
+from part.evaluation.statistics import Evaluated, StudyError, discordant_counts, load_study_inputs
 from part.importance.variants import BASELINE, PART
 from part.io.atomic import atomic_write_text
 from part.io.paths import metrics_path, outcomes_path, trace_path
@@ -107,8 +107,8 @@ def _pairs(inputs: Mapping[tuple[str, int], Evaluated], seed: int, attacks: Sequ
                     f"{attack}: {variant}-{seed} was scored on {ours.numel()} examples and "
                     f"{reference}-{seed} on {theirs.numel()}; a paired comparison needs the "
                     "same ones: run `dvc repro --allow-missing` in the study")
-            by_attack[attack] = {"only_variant": int((ours & ~theirs).sum()),
-                                 "only_reference": int((theirs & ~ours).sum())}
+            only_ours, only_theirs = discordant_counts(ours, theirs)
+            by_attack[attack] = {"only_variant": only_ours, "only_reference": only_theirs}
         pairs[f"{variant}-{reference}"] = by_attack
     return pairs
 
