@@ -207,8 +207,10 @@ def test_pgd20_agrees_with_torchattacks_within_one_point(trained):
     torch.manual_seed(0)
     x_adv = attack(images.float() / 255, labels)
     with torch.no_grad():
-        reference = (trained.model(x_adv).argmax(dim=1) == labels).float().mean().item()
-    assert abs(ours["pgd20"] - reference) <= 0.01
+        reference = int((trained.model(x_adv).argmax(dim=1) == labels).sum())
+    # Counted in examples: a float fraction of 100 is 0.71 and 0.7200000286, whose difference
+    # exceeds 0.01 by a rounding error though the two attacks differ by one example.
+    assert abs(round(ours["pgd20"] * N_TORCHATTACKS) - reference) <= 1
     assert ours["pgd20"] < ours["natural"]  # the comparison is not between two no-ops
 
 

@@ -11,7 +11,8 @@ from scipy.stats import binomtest
 from typer.testing import CliRunner
 
 from part.cli import app
-from part.evaluation.frontier import FrontierError, points_from_experiments, points_from_files
+from part.evaluation.frontier import (FrontierError, frontier_table, points_from_experiments,
+                                     points_from_files)
 
 
 def _metrics(path: Path, variant: str, eps_low: float, seed: int, natural: int, pgd: int,
@@ -49,6 +50,10 @@ def test_seeds_of_one_setting_are_averaged_with_a_t_interval(tmp_path):
     assert found.seeds == (0, 1, 2)
     assert (found.accuracy["natural"].low, found.accuracy["natural"].high) == \
         pytest.approx((low, high))
+    # Every seed gave 60 of 200 under PGD-20: no spread, so no interval, never a zero-width one.
+    agreed = found.accuracy["pgd20"]
+    assert agreed.mean == pytest.approx(0.3) and agreed.low is None and agreed.high is None
+    assert "30.00 [seeds agree]" in frontier_table([found])
 
 
 def test_the_command_writes_the_plot_and_a_table_with_every_n(tmp_path):

@@ -150,7 +150,7 @@ def _holm_rejects(p_values: list[float], alpha: float) -> list[bool]:
     return rejected
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.lists(st.floats(0, 1), min_size=1, max_size=16),
        st.sampled_from([0.01, 0.05, 0.1, 0.2]))
 def test_holm_adjusted_p_values_reject_what_holms_procedure_rejects(p_values, alpha):

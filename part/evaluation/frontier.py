@@ -39,8 +39,8 @@ class FrontierError(PartError):
 @dataclass(frozen=True)
 class Accuracy:
     mean: float
-    low: float
-    high: float
+    low: float | None  # None: every seed gave the same accuracy, so no t interval exists
+    high: float | None
     n: int  # test examples per seed
 
 
@@ -75,7 +75,7 @@ def _summarise(name: str, per_seed: list[Mapping[str, Any]]) -> Accuracy | None:
     if len(values) == 1:
         low, high = wilson_interval(round(values[0] * n), n)
     else:
-        low, high = t_interval(values)
+        low, high = t_interval(values) or (None, None)
     return Accuracy(mean, low, high, n)
 
 
@@ -205,24 +205,30 @@ def frontier_table(points: list[FrontierPoint]) -> str:
         cells, counts = [], []
         for name in ACCURACY_KEYS:
             value = found.accuracy.get(name)
-            cells.append("" if value is None else
-                         f"{100 * value.mean:.2f} [{100 * value.low:.2f}, {100 * value.high:.2f}]")
+            cells.append("" if value is None else _cell(value))
             counts.append("-" if value is None else str(value.n))
         seeds = ", ".join(str(seed) for seed in found.seeds)
         lines.append(f"| {found.source} | {found.variant} | {budget_text(found.eps)} | "
                      f"{budget_text(found.eps_low)} | {seeds} | " + " | ".join(cells) +
                      f" | {' / '.join(counts)} |")
     intervals = ("Intervals: 95%, Wilson for one seed, Student-t over seeds (the mean of the "
-                 "seeds' accuracies).")
+                 "seeds' accuracies); \"seeds agree\" where every seed gave the same accuracy, "
+                 "so the seeds' spread gives no interval.")
     return ("# eps_low frontier\n\nOne row per variant and budget; the same result found in "
             "several experiments is listed once. " + intervals + "\n\n" + "\n".join(lines) + "\n")
 
 
+def _cell(value: Accuracy) -> str:
+    if value.low is None or value.high is None:
+        return f"{100 * value.mean:.2f} [seeds agree]"
+    return f"{100 * value.mean:.2f} [{100 * value.low:.2f}, {100 * value.high:.2f}]"
+
+
 def _error_bars(values: list[Accuracy]) -> list[list[float]]:
     """Bar lengths below and above each mean, in points; never negative (a Wilson bound at 0 or
-    1 can sit a rounding error on the wrong side of the mean)."""
-    return [[max(0.0, 100 * (v.mean - v.low)) for v in values],
-            [max(0.0, 100 * (v.high - v.mean)) for v in values]]
+    1 can sit a rounding error on the wrong side of the mean); none without an interval."""
+    return [[0.0 if v.low is None else max(0.0, 100 * (v.mean - v.low)) for v in values],
+            [0.0 if v.high is None else max(0.0, 100 * (v.high - v.mean)) for v in values]]
 
 
 def save_frontier_plot(path: Path, points: list[FrontierPoint]) -> None:
