@@ -18,7 +18,7 @@ setup: $(STAMP)
 repro: $(STAMP)
 	dvc repro
 
-# The test tiers (README, "Tests"): `make test` runs every test, two pytest-xdist workers, each
+# The test tiers (docs/development.md, "Tests"): `make test` runs every test, two pytest-xdist workers, each
 # file's tests in one worker, the longest first (tests/conftest.py), the 30 slowest printed; `make test-fast` the
 # inner loop: the tests not marked slow (no subprocess pipelines).
 PYTEST_WORKERS ?= 2
@@ -29,7 +29,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	python -m pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
-# The confirmatory study (README, "What the study shows"): a DVC pipeline of its own, grown seed
+# The confirmatory study (docs/study.md): a DVC pipeline of its own, grown seed
 # by seed; --allow-missing: the seeds already run need not be in this machine's DVC cache.
 study: $(STAMP)
 	cd study && dvc repro --allow-missing
@@ -38,9 +38,11 @@ study: $(STAMP)
 study-pipeline: $(STAMP)
 	python -m part.study.pipeline_file
 
-# The documentation pages drawn from the code (README, "A short tour"): docs/architecture.md.
+# The documentation site (docs/development.md, "Documentation"): the pages drawn from the code
+# (docs/architecture.md, docs/params.md), then the site in site/, strict: a broken link fails.
 docs: $(STAMP)
 	python -m part.docs
+	python -m mkdocs build --strict
 
 lint: $(STAMP)
 	ruff check part stages tests bench

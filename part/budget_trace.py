@@ -1,4 +1,4 @@
-"""`part.budget_trace`, a documented import path (README, "Public API"); the code lives in
+"""`part.budget_trace`, a documented import path (docs/api.md); the code lives in
 part.importance.budget_trace."""
 
 from part.importance.budget_trace import BudgetTrace, load_trace

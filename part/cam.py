@@ -1,4 +1,4 @@
-"""`part.cam`, the documented import path of the CAM (README, "Public API"); the code lives in
+"""`part.cam`, the documented import path of the CAM (docs/api.md); the code lives in
 part.importance.activation_maps and part.importance.mask_rules."""
 
 from part.importance.activation_maps import CAM_METHODS, CamError, cam

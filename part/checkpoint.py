@@ -1,4 +1,4 @@
-"""`part.checkpoint`, a documented import path (README, "Public API"); the code lives in
+"""`part.checkpoint`, a documented import path (docs/api.md); the code lives in
 part.models.checkpoint."""
 
 from part.models.checkpoint import (

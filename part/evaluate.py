@@ -1,4 +1,4 @@
-"""`part.evaluate`, a documented import path (README, "Public API"); the code lives in
+"""`part.evaluate`, a documented import path (docs/api.md); the code lives in
 part.evaluation.evaluate."""
 
 from part.evaluation.evaluate import evaluate_checkpoint, evaluate_model

@@ -1,4 +1,4 @@
-"""`part.mask_rules`, a documented import path (README, "Public API"); the code lives in
+"""`part.mask_rules`, a documented import path (docs/api.md); the code lives in
 part.importance.mask_rules."""
 
 from part.importance.mask_rules import MASK_RULES, budget_map, importance_mask

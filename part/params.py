@@ -229,8 +229,9 @@ _POSITIVE_INTS = {
     "data.image_size",
     "eval.n",
     "distributed.nproc_per_node",
+    "train.steps",  # adversarial training needs at least one PGD step
 }
-_NON_NEGATIVE_INTS = {"seed", "data.seed", "data.val_subset", "mask.refresh_every", "train.steps",
+_NON_NEGATIVE_INTS = {"seed", "data.seed", "data.val_subset", "mask.refresh_every",
                       "train.monitor_steps", "eval.steps", "eval.seed"}
 _NON_NEGATIVE_FLOATS = {"train.lr", "train.momentum", "train.weight_decay", "train.beta",
                         "train.lr_gamma"}
@@ -393,8 +394,6 @@ def _check_relations(p: Params) -> None:
     if p.controls and "part" not in p.variants:
         raise ParamsError(f"controls ({', '.join(p.controls)}) follow part's recorded budget "
                           "trace: add part to `variants`, or set controls: []")
-    if p.train.steps == 0:
-        raise ParamsError("train.steps: adversarial training needs at least 1 PGD step")
 
 
 def _checks(only: Collection[str] | None) -> Callable[[str], bool]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Grow the study seed by seed (README, "What the study shows"): for each seed of study/params.yaml
+# Grow the study seed by seed (docs/study.md): for each seed of study/params.yaml
 # whose summaries are not committed, run its stages and the report (`dvc repro --allow-missing`),
 # then commit study/ alone, so that a run stopped at any point loses at most the seed it was on.
 # Usage: bash scripts/study_by_seed.sh [SEED...]   (default: every seed of study/params.yaml)

@@ -11,8 +11,12 @@ from scipy.stats import binomtest
 from typer.testing import CliRunner
 
 from part.cli import app
-from part.evaluation.frontier import (FrontierError, frontier_table, points_from_experiments,
-                                     points_from_files)
+from part.evaluation.frontier import (
+    FrontierError,
+    frontier_table,
+    points_from_experiments,
+    points_from_files,
+)
 
 
 def _metrics(path: Path, variant: str, eps_low: float, seed: int, natural: int, pgd: int,

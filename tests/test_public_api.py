@@ -1,4 +1,4 @@
-"""Every name of the README's "Public API" block imports from where the block says, with the
+"""Every name of the "Public API" block of docs/api.md imports from where the block says, with the
 parameters it documents, so that a notebook written against it keeps working when modules move
 (importance_mask once moved out of part.cam and its old import broke). The old paths (part.cam,
 part.checkpoint, ...) and the package faces give the very same functions."""
@@ -35,8 +35,8 @@ SIGNATURES = {
 
 
 def _block() -> list[str]:
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("### Public API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    page = (ROOT / "docs" / "api.md").read_text()
+    block = page.split("# Public API", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     return [line for line in block.splitlines() if line.startswith("from ")]
 
 
@@ -82,7 +82,7 @@ def test_every_listed_name_imports_with_its_documented_parameters():
         assert parameters == SIGNATURES[name], f"{module}.{name}{inspect.signature(value)}"
         spelled = _documented_parameters(name, comment)
         if spelled is not None:  # the comment's own signature: the first parameters, in order
-            assert parameters[:len(spelled)] == spelled, (f"{module}.{name}: the README says "
+            assert parameters[:len(spelled)] == spelled, (f"{module}.{name}: docs/api.md says "
                                                           f"{spelled}, the code {parameters}")
 
 

@@ -185,6 +185,32 @@ def test_every_variant_with_eps_low_equal_to_eps_is_exactly_the_baseline(burnin,
     assert [row["mean_budget"] for row in history] == pytest.approx([8 / 255] * 2, abs=1e-8)
 
 
+def test_a_run_that_reads_no_budget_params_writes_the_same_bytes_whatever_they_are(tmp_path):
+    """The burn-in and the baseline do not declare eps_low, cam, mask_rule or mask in dvc.yaml,
+    so DVC keeps their cached outputs when these change: a fresh run under other values must
+    write those very bytes (checkpoints and trace), or the cache would not be the result."""
+    data = _tiny_data(n_train=64, n_test=32)
+    written = {}
+    for name, budget in (("a", {}), ("b", {"eps_low": "2/255", "cam": "layercam",
+                                           "mask_rule": "quantile", "mask": {"quantile": 0.25}})):
+        params, root = _tiny_params(epochs=2, **budget), tmp_path / name
+        train_run(params, RunSpec("burnin", 1, 1), data, CPU, out_path=root / "burnin.safetensors",
+                  log_dir=root / "logs" / "burnin", state_dir=root / "runs", show_progress=False)
+        for variant in ("baseline", "part"):
+            spec = RunSpec(variant, 2, 2, variant=variant,
+                           init_checkpoint=root / "burnin.safetensors",
+                           mask_settings=MASK_SETTINGS if variant == "part" else None)
+            train_run(params, spec, data, CPU, out_path=root / f"{variant}.safetensors",
+                      best_path=root / f"{variant}.best.safetensors",
+                      trace_path=root / f"{variant}.trace.safetensors",
+                      log_dir=root / "logs" / variant, state_dir=root / "runs", show_progress=False)
+        written[name] = {path.name: path.read_bytes() for path in root.glob("*.safetensors")}
+    for file in ("burnin.safetensors", "baseline.safetensors", "baseline.best.safetensors",
+                 "baseline.trace.safetensors"):
+        assert written["a"][file] == written["b"][file], file
+    assert written["a"]["part.safetensors"] != written["b"]["part.safetensors"]
+
+
 @pytest.mark.parametrize("alignment", ["sample", "paper"])
 def test_under_paper_alignment_an_image_trains_with_the_mask_of_its_position_in_the_mask_pass(
         burnin, tmp_path, monkeypatch, alignment):

@@ -1,4 +1,4 @@
-"""Multi-attack robustness evaluation -> the metrics dict (README, "Evaluating a checkpoint").
+"""Multi-attack robustness evaluation -> the metrics dict (docs/evaluation.md).
 
 The attacks and their keys are `part.attacks.suite`'s registry; AutoAttack runs through
 `part.attacks.autoattack`.

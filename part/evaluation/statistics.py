@@ -171,7 +171,7 @@ def _attacks(inputs: Mapping[tuple[str, int], Evaluated]) -> list[str]:
 
 def study(inputs: Mapping[tuple[str, int], Evaluated], seeds: Sequence[int],
           variants: Sequence[str], alpha: float = 0.05, power: float = 0.8) -> dict[str, Any]:
-    """The reports/study.json dict (see the README, "Reading the study"): every variant against
+    """The reports/study.json dict (docs/evaluation.md, "The report"): every variant against
     the baseline and, when PART and controls are present, PART against each control."""
     if BASELINE not in variants:
         raise StudyError(f"variants must include {BASELINE}: every comparison is paired with it")

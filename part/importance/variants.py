@@ -48,7 +48,7 @@ PART = "part"
 CONTROLS = ("uniform_matched", "random_mask")
 INDEPENDENT = tuple(v for v in VARIANTS if v not in CONTROLS)  # the `train` stages
 # How a mask meets its image: `sample`, each image its own mask; `paper`, the paper code's
-# batch-position alignment (README, "Differences from the paper code").
+# batch-position alignment (docs/training.md, "Differences from the paper code").
 MASK_ALIGNMENTS = ("sample", "paper")
 
 __all__ = ["BASELINE", "CONTROLS", "INDEPENDENT", "MASK_ALIGNMENTS", "PART", "VARIANTS",

@@ -2,7 +2,7 @@
 stages): the one place the code names them. dvc.yaml declares the same paths; a test
 (tests/test_paths.py) checks that the two agree.
 
-Every file of a seed carries it in its name, <variant>-<seed> (the README's "Seeds and
+Every file of a seed carries it in its name, <variant>-<seed> (docs/training.md, "Seeds and
 variants"), whether one seed is run or many.
 """
 

@@ -23,7 +23,7 @@ STUDY_PIPELINE = ROOT / "study" / "dvc.yaml"
 CODE_ROOTS = ("part", "stages")
 UP = "../../../../"  # from study/seeds/<seed>/<run>/ to the repository
 HEADER = """\
-# The confirmatory study (study/params.yaml; README, "What the study shows"). Written by
+# The confirmatory study (study/params.yaml; docs/study.md). Written by
 # `python -m part.study.pipeline_file` from the main pipeline's stages: edit that, not this file.
 # Every stage runs one of the project's stage commands in seeds/<seed>/<run>/ with the params.yaml
 # its configure stage writes there; seeds/<seed>/at/ holds the seed's data, burn-in and AT

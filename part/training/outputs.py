@@ -29,6 +29,17 @@ BEST_BY = "val_pgd"  # the history column that picks the best epoch
 # the params every variant of a seed shares (all but the variant itself)
 SHARED_SECTIONS = ("dataset", "model", "cam_layer", "method", "eps", "eps_low", "cam", "mask_rule",
                    "seed", "train", "mask")
+# Only a reweighted budget reads these (through budgets/<variant>.json): the burn-in and the
+# baseline neither declare nor hash them, so their cached outputs are what a fresh run under
+# another eps_low, CAM or mask rule writes.
+BUDGET_SECTIONS = ("eps_low", "cam", "mask_rule", "mask")
+
+
+def run_params_hash(params: Params, variant: str) -> str:
+    """The hash of the params that decide a run of `variant`, for its checkpoints and trace."""
+    sections = SHARED_SECTIONS if uses_cam(variant) else tuple(
+        section for section in SHARED_SECTIONS if section not in BUDGET_SECTIONS)
+    return params.section_hash(*sections)
 
 
 @dataclass
@@ -63,7 +74,7 @@ def trace_meta(params: Params, data: TrainData, spec: RunSpec) -> dict[str, Any]
             "n_images": int(data.images.shape[0]), "image_shape": list(data.image_shape),
             "epochs": [spec.first_epoch, spec.last_epoch],
             "mask_alignment": params.mask.alignment if uses_cam(spec.variant) else "",
-            "params_hash": params.section_hash(*SHARED_SECTIONS),
+            "params_hash": run_params_hash(params, spec.variant),
             "data_sha256": _data_digest(data)}
 
 
@@ -108,7 +119,7 @@ def checkpoint_meta(params: Params, data: TrainData, spec: RunSpec, epoch: int,
         "train_examples": int(data.images.shape[0]),
         "monitor_split": data.monitor_split,
         "monitor_examples": int(data.monitor_images.shape[0]),
-        "params_hash": params.section_hash(*SHARED_SECTIONS),
+        "params_hash": run_params_hash(params, spec.variant),
         "part_version": __version__,
         "run": spec.name,
         **spec.extra_meta,
