@@ -185,36 +185,35 @@ def _evaluate_command(options: dict[str, Any]) -> None:
     from part.evaluation.outcomes import write_adversarial, write_metrics
     from part.params import parse_budget
 
-    o = options
-    given = {"attacks": None if o["attacks"] is None else parse_attacks(o["attacks"]),
-             "eps": None if o["eps"] is None else parse_budget(o["eps"], "--eps"),
-             "step_size": (None if o["step_size"] is None
-                           else parse_budget(o["step_size"], "--step-size")),
-             "n": o["n"], "n_autoattack": o["n_autoattack"], "steps": o["steps"],
-             "batch_size": o["batch_size"], "seed": o["seed"], "device": o["device"],
-             "autoattack_version": o["aa_version"]}  # a typo in --attacks fails first
-    settings = _evaluation_settings(given, o["params_path"], {
-        "method": o["cam"], "rule": o["mask_rule"], "quantile": o["quantile"]})
-    keep = o["save_adv"] is not None
-    if o["arch"] is None and o["checkpoint"].suffix == ".pt":
+    given = {"attacks": None if options["attacks"] is None else parse_attacks(options["attacks"]),
+             "eps": None if options["eps"] is None else parse_budget(options["eps"], "--eps"),
+             "step_size": (None if options["step_size"] is None
+                           else parse_budget(options["step_size"], "--step-size")),
+             **{key: options[key] for key in ("n", "n_autoattack", "steps", "batch_size", "seed",
+                                              "device")},
+             "autoattack_version": options["aa_version"]}  # a typo in --attacks fails first
+    settings = _evaluation_settings(given, options["params_path"], {
+        "method": options["cam"], "rule": options["mask_rule"], "quantile": options["quantile"]})
+    keep = options["save_adv"] is not None
+    if options["arch"] is None and options["checkpoint"].suffix == ".pt":
         from part.evaluation.weights import WeightsError
 
-        raise WeightsError(f"{o['checkpoint']}: a .pt file holds plain weights; give their "
+        raise WeightsError(f"{options['checkpoint']}: a .pt file holds plain weights; give their "
                            "architecture with --arch (and --dataset or --data for the test split)")
-    if o["arch"] is None and o["dataset"] is None:
-        metrics = evaluate_checkpoint(o["checkpoint"], o["data"], **settings,
+    if options["arch"] is None and options["dataset"] is None:
+        metrics = evaluate_checkpoint(options["checkpoint"], options["data"], **settings,
                                       keep_adversarial=keep)
     else:  # plain weights: no training eps or step to default to
-        metrics = _evaluate_plain(o, {**settings, "eps": given["eps"],
+        metrics = _evaluate_plain(options, {**settings, "eps": given["eps"],
                                       "step_size": given["step_size"], "keep_adversarial": keep})
-    if o["json_path"] is not None:
-        write_metrics(o["json_path"], metrics)
+    if options["json_path"] is not None:
+        write_metrics(options["json_path"], metrics)
     if keep:
-        write_adversarial(o["save_adv"], metrics)
-    made = (f"{metrics['method']}, epoch {metrics['epoch']}" if o["arch"] is None
+        write_adversarial(options["save_adv"], metrics)
+    made = (f"{metrics['method']}, epoch {metrics['epoch']}" if options["arch"] is None
             else "architecture from the command line")
-    params_path = o["params_path"]
-    title = (f"{o['checkpoint'].name}: {metrics['model']} {made}, eps "
+    params_path = options["params_path"]
+    title = (f"{options['checkpoint'].name}: {metrics['model']} {made}, eps "
              f"{budget_text(metrics['eps'])}, step {budget_text(metrics['step_size'])} "
              "(settings not given: "
              f"{params_path if params_path.is_file() else 'built-in defaults'})")
@@ -233,19 +232,20 @@ def _channel_values(option: str, text: str | None) -> list[float] | None:
                            f"{text!r}") from None
 
 
-def _evaluate_plain(o: dict[str, Any], settings: dict[str, Any]) -> Any:
+def _evaluate_plain(options: dict[str, Any], settings: dict[str, Any]) -> Any:
     """`evaluate` on plain weights (--arch), on a prepared file or --dataset's test split."""
     from part.evaluation.weights import WeightsError, evaluate_weights, read_test_split
 
-    if o["arch"] is None:
+    if options["arch"] is None:
         raise WeightsError("--dataset evaluates plain weights: give their architecture with "
                            "--arch (a part checkpoint is evaluated on a prepared --data file)")
-    images, labels, source = read_test_split(None if o["dataset"] else o["data"],
-                                             o["dataset"], o["data_root"])
-    return evaluate_weights(o["checkpoint"], o["arch"], images, labels, source,
-                            num_classes=o["num_classes"], in_channels=o["in_channels"],
-                            cam_layer=o["cam_layer"], mean=_channel_values("--mean", o["mean"]),
-                            std=_channel_values("--std", o["std"]), **settings)
+    images, labels, source = read_test_split(None if options["dataset"] else options["data"],
+                                             options["dataset"], options["data_root"])
+    return evaluate_weights(options["checkpoint"], options["arch"], images, labels, source,
+                            num_classes=options["num_classes"], in_channels=options["in_channels"],
+                            cam_layer=options["cam_layer"],
+                            mean=_channel_values("--mean", options["mean"]),
+                            std=_channel_values("--std", options["std"]), **settings)
 
 
 def _evaluation_settings(given: dict[str, Any], params_path: Path,

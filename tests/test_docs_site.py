@@ -105,3 +105,19 @@ def test_the_pages_describe_the_software_not_its_history():
             found += [f"{page.relative_to(ROOT)}:{number}: {line.strip()}"
                       for pattern in HISTORY_WORDING if re.search(pattern, line, re.I)]
     assert not found, "history wording (move it to CHANGELOG.md):\n" + "\n".join(found)
+
+
+def test_the_training_pages_mask_share_is_the_studys_summary():
+    """The measured figure of the differences table is read from the summary it names."""
+    import json
+
+    text = " ".join((DOCS / "training.md").read_text().split())
+    match = re.search(r"PART's mean budget is ([0-9.]+)% of eps, about ([0-9]+)% of the pixels "
+                      r"kept at eps \(.*?`dose` in `(study/summaries/[0-9]+/official-7of8\.json)`",
+                      text)
+    assert match, "the differences table names no mask share and summary"
+    summary = json.loads((ROOT / match.group(3)).read_text())
+    kept = (summary["dose"] - summary["eps_low"] / summary["eps"]) / (
+        1 - summary["eps_low"] / summary["eps"])
+    assert float(match.group(1)) == round(100 * summary["dose"], 1)
+    assert int(match.group(2)) == round(100 * kept)
