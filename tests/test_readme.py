@@ -10,6 +10,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -81,3 +83,16 @@ def test_the_default_runs_reading_is_what_its_report_shows():
     p_values = [float(p) for p in re.findall(
         r"\(p=([0-9.e-]+)\)", report.split("McNemar's exact test", 1)[1])]
     assert p_values and min(p_values) > 0.05
+
+
+def test_the_default_runs_table_names_the_commit_that_wrote_the_report():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    match = re.search(r"`reports/results\.md`, written by `dvc repro` at commit ([0-9a-f]{7,})",
+                      readme)
+    assert match, "the README names no commit for the default run's report"
+    commit = match.group(1)
+    if subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=ROOT).returncode:
+        pytest.skip(f"commit {commit} is not in this clone's history (a shallow clone)")
+    written = subprocess.run(["git", "show", f"{commit}:reports/results.md"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout
+    assert written == (ROOT / "reports" / "results.md").read_text()
