@@ -320,7 +320,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _yaml_text(value: Any) -> str:
     text = yaml.safe_dump(list(value) if isinstance(value, tuple) else value,
                           default_flow_style=True)
-    return f"`{text.removesuffix(chr(10) + '...' + chr(10)).strip()}`"  # a scalar ends in "..."
+    text = text.removesuffix("\n...\n").strip()  # a scalar's document ends in "..."
+    return f"`{text}`"
 
 
 def allowed_text(key: str, annotation: str) -> str:

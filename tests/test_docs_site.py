@@ -5,6 +5,7 @@ history, which belongs in CHANGELOG.md and git."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -109,8 +110,6 @@ def test_the_pages_describe_the_software_not_its_history():
 
 def test_the_training_pages_mask_share_is_the_studys_summary():
     """The measured figure of the differences table is read from the summary it names."""
-    import json
-
     text = " ".join((DOCS / "training.md").read_text().split())
     match = re.search(r"PART's mean budget is ([0-9.]+)% of eps, about ([0-9]+)% of the pixels "
                       r"kept at eps \(.*?`dose` in `(study/summaries/[0-9]+/official-7of8\.json)`",
